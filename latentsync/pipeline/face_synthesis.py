@@ -1,0 +1,156 @@
+"""Aligned face crops + audio windows in, lip-synced face crops out.
+
+This is the GPU part of the pipeline for a batch of chunks: VAE encode of the
+masked and reference faces, the denoising loop, VAE decode, and compositing the
+repainted lower face over the reference. Face detection, warping and video I/O
+live elsewhere; this stage sees only (frames, res, res, 3) uint8 crops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .denoise import DenoiseInputs, DenoiseSettings, DenoiseStats, denoise
+from .vae import VaeOptions, decode_latents, encode_images
+
+
+@dataclass
+class FaceChunk:
+    """One temporal chunk: `crops` (n, res, res, 3) uint8 and `audio` (n, 50, 384)."""
+
+    crops: np.ndarray
+    audio: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return int(self.crops.shape[0])
+
+
+@dataclass
+class SynthesisStats:
+    denoise: DenoiseStats = field(default_factory=DenoiseStats)
+    padded_frames: int = 0
+    vae_encode_images: int = 0
+    vae_decode_images: int = 0
+
+
+def pad_frames(array, target: int):
+    """Pad a chunk's frame axis (axis 0) to `target` by mirroring its tail.
+
+    A compiled UNet is specialised to 16-frame chunks; mirroring keeps the padded
+    frames plausible for the temporal layers. The padded outputs are dropped.
+    """
+    n = array.shape[0]
+    if n >= target:
+        return array
+    if n == 0:
+        raise ValueError("cannot pad an empty chunk")
+    order = []
+    index, step = n - 1, -1
+    while len(order) < target - n:
+        if n == 1:
+            order.append(0)
+            continue
+        index += step
+        if index < 0 or index >= n:
+            step = -step
+            index += 2 * step
+        order.append(index)
+    if isinstance(array, np.ndarray):
+        return np.concatenate([array, array[order]], axis=0)
+    return torch.cat([array, array[torch.as_tensor(order, device=array.device)]], dim=0)
+
+
+def crops_to_pixels(crops: np.ndarray, device, dtype) -> torch.Tensor:
+    """(n, H, W, 3) uint8 -> (n, 3, H, W) in [-1, 1]."""
+    pixels = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
+    pixels = pixels.permute(0, 3, 1, 2).to(dtype)
+    return pixels / 127.5 - 1.0
+
+
+def pixels_to_crops(pixels: torch.Tensor) -> np.ndarray:
+    images = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return images.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class FaceSynthesizer:
+    """Runs batches of chunks through VAE + UNet with one run plan's settings.
+
+    `mask` is the (res, res) keep-mask (1 keep, 0 repaint). `noise` is the one
+    initial noise tensor (4, h, w) shared by every frame of the clip, as upstream.
+    """
+
+    def __init__(
+        self,
+        unet,
+        vae,
+        mask: np.ndarray,
+        *,
+        chunk_frames: int,
+        denoise_settings: DenoiseSettings,
+        vae_options: VaeOptions,
+        device,
+        dtype,
+        noise: torch.Tensor,
+        pad_partial_chunks: bool,
+        generator: Optional[torch.Generator] = None,
+    ):
+        self.unet = unet
+        self.vae = vae
+        self.chunk_frames = int(chunk_frames)
+        self.settings = denoise_settings
+        self.vae_options = vae_options
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.noise = noise.to(self.device, dtype)
+        self.pad_partial_chunks = pad_partial_chunks
+        self.generator = generator
+        self.mask_pixels = torch.as_tensor(mask, dtype=dtype, device=self.device)[None, None]  # (1,1,H,W)
+        h, w = self.noise.shape[-2:]
+        # Upstream resizes the mask to the latent grid with nearest-neighbour interpolation.
+        self.mask_latent = F.interpolate(self.mask_pixels.float(), size=(h, w), mode="nearest").to(dtype)
+        self.stats = SynthesisStats()
+
+    def _stack(self, tensors: Sequence[torch.Tensor], frames: int) -> torch.Tensor:
+        """[(f, C, h, w)] per chunk -> (k, C, f, h, w)."""
+        return torch.stack([t.reshape(frames, *t.shape[1:]) for t in tensors]).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def run(self, chunks: Sequence[FaceChunk], on_step: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
+        """Synthesize a batch of chunks; returns one (n_i, res, res, 3) uint8 array per chunk."""
+        lengths = [chunk.frames for chunk in chunks]
+        frames = max(lengths)
+        if self.pad_partial_chunks:
+            frames = self.chunk_frames
+        if len(set(lengths)) > 1 or frames != lengths[0]:
+            padded = [(pad_frames(c.crops, frames), pad_frames(c.audio, frames)) for c in chunks]
+            self.stats.padded_frames += sum(frames - n for n in lengths)
+        else:
+            padded = [(c.crops, c.audio) for c in chunks]
+        k = len(chunks)
+        pixels = torch.cat([crops_to_pixels(crops, self.device, self.dtype) for crops, _ in padded])
+        masked = pixels * self.mask_pixels
+        encoded = encode_images(self.vae, torch.cat([masked, pixels]), self.vae_options, self.generator)
+        self.stats.vae_encode_images += encoded.shape[0]
+        masked_latents, ref_latents = encoded.chunk(2)
+        h, w = masked_latents.shape[-2:]
+        audio = torch.cat([a.to(self.device, self.dtype) for _, a in padded])
+        inputs = DenoiseInputs(
+            noise=self.noise[None, :, None].expand(k, -1, frames, -1, -1).contiguous(),
+            mask=self.mask_latent[:, :, None].expand(k, 1, frames, h, w).contiguous(),
+            masked_latents=self._stack(masked_latents.split(frames), frames),
+            ref_latents=self._stack(ref_latents.split(frames), frames),
+            audio=audio,
+        )
+        latents = denoise(self.unet, inputs, self.settings, stats=self.stats.denoise, on_step=on_step)
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(k * frames, *latents.shape[1:2], h, w)
+        decoded = decode_latents(self.vae, flat, self.vae_options).to(self.dtype)
+        self.stats.vae_decode_images += decoded.shape[0]
+        # The repainted region comes from the model, the rest from the reference.
+        composed = decoded * (1 - self.mask_pixels) + pixels * self.mask_pixels
+        crops = pixels_to_crops(composed)
+        return [crops[i * frames : i * frames + n] for i, n in enumerate(lengths)]

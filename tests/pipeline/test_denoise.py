@@ -1,0 +1,111 @@
+"""The denoising loop applies every diffusion setting of the run plan."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from latentsync.pipeline.denoise import DenoiseInputs, DenoiseSettings, DenoiseStats, denoise
+
+
+class RecordingUnet(torch.nn.Module):
+    """Stands in for the UNet: records batch sizes and DeepCache use per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, sample, timestep, encoder_hidden_states, deepcache_branch=None, cached_features=None,
+                return_deep_features=False):
+        self.calls.append(
+            dict(batch=sample.shape[0], audio=encoder_hidden_states.shape[0], cached=cached_features is not None,
+                 channels=sample.shape[1], t=int(timestep))
+        )
+        per_sample_audio = encoder_hidden_states.reshape(sample.shape[0], -1).mean(1)
+        eps = sample[:, :4] * 0.1 + per_sample_audio.view(-1, 1, 1, 1, 1) * 0.01
+        deep = sample[:, :4].clone() if return_deep_features else None
+        return SimpleNamespace(sample=eps, deep_features=deep)
+
+
+def make_inputs(k=1, frames=4, size=4, audio_value=1.0):
+    g = torch.Generator().manual_seed(0)
+    return DenoiseInputs(
+        noise=torch.randn(k, 4, frames, size, size, generator=g),
+        mask=torch.ones(k, 1, frames, size, size),
+        masked_latents=torch.randn(k, 4, frames, size, size, generator=g),
+        ref_latents=torch.randn(k, 4, frames, size, size, generator=g),
+        audio=torch.full((k * frames, 50, 384), audio_value),
+    )
+
+
+def settings(**kw):
+    base = dict(steps=20, scheduler="ddim", guidance_scale=1.5, cfg_mode="all", cfg_fraction=1.0,
+                deepcache=False, deepcache_interval=3, deepcache_branch=0)
+    base.update(kw)
+    return DenoiseSettings(**base)
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_steps_is_the_number_of_unet_calls(steps):
+    unet = RecordingUnet()
+    denoise(unet, make_inputs(), settings(steps=steps))
+    assert len(unet.calls) == steps
+    assert all(c["channels"] == 13 for c in unet.calls)
+
+
+def test_ddim_timesteps_match_upstream():
+    unet = RecordingUnet()
+    denoise(unet, make_inputs(), settings(steps=20))
+    assert unet.calls[0]["t"] == 951 and unet.calls[-1]["t"] == 1
+
+
+def test_cfg_doubles_the_batch_and_off_halves_it():
+    on, off = RecordingUnet(), RecordingUnet()
+    denoise(on, make_inputs(k=2), settings(steps=4))
+    denoise(off, make_inputs(k=2), settings(steps=4, cfg_mode="off"))
+    assert {c["batch"] for c in on.calls} == {4} and {c["audio"] for c in on.calls} == {16}
+    assert {c["batch"] for c in off.calls} == {2}
+
+
+def test_guidance_one_disables_cfg():
+    unet = RecordingUnet()
+    denoise(unet, make_inputs(), settings(steps=3, guidance_scale=1.0))
+    assert {c["batch"] for c in unet.calls} == {1}
+
+
+def test_cfg_first_fraction_runs_cfg_only_on_early_steps():
+    unet = RecordingUnet()
+    stats = DenoiseStats()
+    denoise(unet, make_inputs(), settings(steps=10, cfg_mode="first_fraction", cfg_fraction=0.3), stats=stats)
+    assert [c["batch"] for c in unet.calls] == [2, 2, 2] + [1] * 7
+    assert stats.cfg_calls == 3
+
+
+def test_guidance_scale_changes_the_result():
+    a = denoise(RecordingUnet(), make_inputs(), settings(steps=4, guidance_scale=1.5))
+    b = denoise(RecordingUnet(), make_inputs(), settings(steps=4, guidance_scale=3.0))
+    assert not torch.allclose(a, b)
+
+
+def test_deepcache_reuses_features_between_full_steps():
+    unet = RecordingUnet()
+    stats = DenoiseStats()
+    denoise(unet, make_inputs(), settings(steps=10, deepcache=True, deepcache_interval=3), stats=stats)
+    assert [c["cached"] for c in unet.calls] == [False, True, True] * 3 + [False]
+    assert stats.full_calls == 4 and stats.cached_calls == 6
+
+
+def test_deepcache_cache_follows_cfg_switching_off():
+    unet = RecordingUnet()
+    denoise(unet, make_inputs(k=2), settings(steps=6, deepcache=True, deepcache_interval=3,
+                                             cfg_mode="first_fraction", cfg_fraction=0.34))
+    # steps 0-2 with CFG (batch 4), then 3-5 without (batch 2); step 3 is full anyway.
+    assert [c["batch"] for c in unet.calls] == [4, 4, 4, 2, 2, 2]
+    assert [c["cached"] for c in unet.calls] == [False, True, True, False, True, True]
+
+
+def test_dpmpp_scheduler_runs_requested_steps_and_differs_from_ddim():
+    unet = RecordingUnet()
+    a = denoise(unet, make_inputs(), settings(steps=8, scheduler="dpmpp"))
+    assert len(unet.calls) == 8
+    b = denoise(RecordingUnet(), make_inputs(), settings(steps=8, scheduler="ddim"))
+    assert not torch.allclose(a, b)
