@@ -1,0 +1,62 @@
+import threading
+import time
+
+import pytest
+
+from latentsync.pipeline.stages import BackgroundSink, prefetch
+
+
+def test_prefetch_keeps_order_and_runs_on_another_thread():
+    threads = set()
+
+    def produce():
+        for i in range(20):
+            threads.add(threading.current_thread().name)
+            yield i
+
+    assert list(prefetch(produce(), depth=3, name="reader")) == list(range(20))
+    assert threads == {"reader"}
+
+
+def test_prefetch_is_bounded():
+    produced = []
+
+    def produce():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    it = prefetch(produce(), depth=2)
+    next(it)
+    time.sleep(0.2)
+    # one consumed, at most `depth` queued, one held by the blocked producer
+    assert len(produced) <= 4
+    it.close()
+
+
+def test_prefetch_reraises_producer_errors():
+    def produce():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(prefetch(produce(), depth=2))
+
+
+def test_sink_consumes_all_in_order_and_reraises():
+    seen = []
+    sink = BackgroundSink(seen.append, depth=2)
+    for i in range(10):
+        sink.put(i)
+    sink.close()
+    assert seen == list(range(10))
+
+    def fail(item):
+        raise RuntimeError("disk full")
+
+    sink = BackgroundSink(fail, depth=1)
+    sink.put(1)
+    with pytest.raises(RuntimeError, match="disk full"):
+        for i in range(5):
+            sink.put(i)
+        sink.close()
