@@ -12,21 +12,70 @@ Contract:
 - never modifies its inputs; never leaves a partial output behind;
 - calls `progress(stage, done, total)` as it goes and stops between chunks when
   `cancel()` returns True (raising `JobCancelled`).
+
+The streaming flow per clip: a reader thread decodes the scheduled frames and
+aligns faces chunk by chunk; the caller's thread runs VAE + UNet on batches of
+chunks; a writer thread pastes faces back and encodes. Queues between them are
+bounded, so memory is flat in clip length.
 """
 from __future__ import annotations
 
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import LatentSyncError
+from loguru import logger
+
+from .errors import InvalidInputError, LatentSyncError, MediaError, OutOfMemoryError
 from .jobs import CancelCallback, JobReport, JobSpec, ProgressCallback
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import RuleSet
 
+AUDIO_RATE = 16000
+_PREFETCH_DEPTH = 2  # chunks decoded + aligned ahead of the GPU
+_SINK_DEPTH = 2  # batches waiting for paste-back + encode
+
 
 class JobCancelled(LatentSyncError):
     """The job was asked to stop (SIGINT, ComfyUI interrupt) between chunks."""
+
+
+def report_path_for(spec: JobSpec) -> Path:
+    return Path(spec.report) if spec.report else Path(str(spec.output) + ".report.json")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_inputs(spec: JobSpec) -> None:
+    from .video import check_video_output
+
+    video = Path(spec.video)
+    if not video.is_file():
+        raise MediaError("input video not found", path=video, hint="check the plan's `video:` path")
+    if spec.audio is not None and not Path(spec.audio).is_file():
+        raise MediaError("input audio not found", path=spec.audio, hint="check the plan's `audio:` path")
+    inputs = [video] + ([Path(spec.audio)] if spec.audio else [])
+    check_video_output(Path(spec.output), inputs=inputs)
 
 
 def run_job(
@@ -37,4 +86,336 @@ def run_job(
     cancel: Optional[CancelCallback] = None,
     benchmark_cache: Optional[Path] = None,
 ) -> JobReport:
-    raise NotImplementedError("run_job is being built")
+    """Resolve the run plan for `spec` from the rules and facts, then execute it."""
+    from .engine import gather_facts, load_ruleset, resolve_plan
+
+    _check_inputs(spec)
+    ruleset = ruleset if ruleset is not None else load_ruleset()
+    facts = gather_facts(spec, ruleset, benchmark_cache=benchmark_cache)
+    plan = resolve_plan(spec, facts, ruleset)
+    logger.info("run plan for {} (rules {} {}):\n{}", spec.video, plan.rules_version, plan.rules_hash[:12],
+                plan.explain_table())
+    return execute_plan(spec, plan, progress=progress, cancel=cancel)
+
+
+def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobReport:
+    """Run a resolved plan, stepping down the out-of-memory ladder if the device runs out."""
+    import torch
+
+    started = time.perf_counter()
+    settings = dict(plan.settings)
+    ladder = list(plan.fallbacks or [])
+    warnings: list[str] = list(getattr(plan, "notes", []) or [])
+    applied: list[dict] = []
+    while True:
+        try:
+            result = run_pipeline(spec, settings, progress=progress, cancel=cancel)
+            break
+        except torch.OutOfMemoryError as exc:
+            _free_device_memory()
+            if not ladder:
+                raise OutOfMemoryError(
+                    f"out of device memory and no fallback left ({len(applied)} tried)",
+                    hint="free VRAM (close other programs), or lower frames_per_batch / resolution in the plan",
+                ) from exc
+            step = ladder.pop(0)
+            changes = step.get("set", step)
+            settings.update(changes)
+            applied.append(step)
+            message = f"out of memory: stepping down to {changes} (rule {step.get('rule_id', '?')})"
+            logger.warning(message)
+            warnings.append(message)
+    warnings.extend(result.warnings)
+    run_plan = plan.to_dict()
+    run_plan["settings_applied"] = settings
+    run_plan["fallbacks_applied"] = applied
+    report = JobReport(
+        job=spec.to_dict(),
+        status="ok",
+        output=str(spec.output),
+        run_plan=run_plan,
+        rules_version=plan.rules_version,
+        rules_hash=plan.rules_hash,
+        timings=result.timings,
+        seconds_total=time.perf_counter() - started,
+        video_seconds=result.video_seconds,
+        peak_vram_gib=result.peak_vram_gib,
+        peak_rss_gib=_peak_rss_gib(),
+        frames_total=result.frames_total,
+        frames_without_face=result.frames_without_face,
+        warnings=warnings,
+        device=result.device,
+        host=platform.node(),
+    )
+    write_json_atomic(report_path_for(spec), report.to_dict())
+    return report
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _peak_rss_gib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+@dataclass
+class PipelineResult:
+    frames_total: int
+    video_seconds: float
+    timings: dict[str, float]
+    frames_without_face: list[int]
+    peak_vram_gib: Optional[float]
+    device: str
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_device(settings: dict, warnings: list[str]):
+    import torch
+
+    device = settings.get("device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        warnings.append("the plan asked for CUDA but none is available: running on the CPU in fp32")
+        return torch.device("cpu"), torch.float32
+    dtype = getattr(torch, _DTYPES[settings.get("precision", "fp32")])
+    if device == "cpu" and dtype == torch.float16:
+        warnings.append("fp16 is not supported on the CPU: using fp32")
+        dtype = torch.float32
+    return torch.device(device), dtype
+
+
+_compiled: dict[tuple, Any] = {}
+
+
+def prepare_unet(unet, settings: dict):
+    """Apply the UNet levers: attention backend, channels-last, torch.compile (cached)."""
+    import torch
+
+    unet.set_attention_backend(settings.get("attention_backend", "auto"))
+    fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
+    unet.to(memory_format=fmt)
+    mode = settings.get("compile", "off")
+    if mode == "off":
+        return unet
+    graphs = bool(settings.get("cuda_graphs"))
+    torch_mode = {
+        ("default", False): "default",
+        ("default", True): "reduce-overhead",
+        ("max-autotune", False): "max-autotune-no-cudagraphs",
+        ("max-autotune", True): "max-autotune",
+    }[(mode, graphs)]
+    key = (id(unet), torch_mode, str(fmt))
+    if key not in _compiled:
+        logger.info("compiling the UNet with torch.compile(mode={!r}); the first chunk is slow", torch_mode)
+        _compiled.clear()
+        _compiled[key] = torch.compile(unet, mode=torch_mode, dynamic=False)
+    return _compiled[key]
+
+
+def _fill_missing_faces(faces, has_face):
+    """Frames without a face borrow the nearest face of the chunk as model input.
+
+    Their output is never pasted (the frame passes through unchanged); borrowing
+    keeps the chunk's GroupNorm statistics and temporal attention face-like.
+    """
+    import numpy as np
+
+    if has_face.all() or not has_face.any():
+        return faces
+    valid = np.flatnonzero(has_face)
+    filled = faces.copy()
+    for index in np.flatnonzero(~has_face):
+        filled[index] = faces[valid[np.argmin(np.abs(valid - index))]]
+    return filled
+
+
+def run_pipeline(spec: JobSpec, settings: dict, *, progress=None, cancel=None) -> PipelineResult:
+    """Stream one clip through the pipeline with concrete settings."""
+    import numpy as np
+    import torch
+
+    from .audio.decode import load_audio
+    from .audio.features import audio_features, frame_audio_windows_at_times
+    from .faces import FaceAligner, face_mask, get_face_backend, paste_faces
+    from .pipeline.denoise import DenoiseSettings
+    from .pipeline.face_synthesis import FaceChunk, FaceSynthesizer
+    from .pipeline.stages import BackgroundSink, StageTimer, prefetch
+    from .pipeline.vae import VaeOptions, apply_vae_options, vae_scale_factor
+    from .video import ScheduledFrameSource, VideoWriter, frames_covering_audio, plan_output_frames, probe_video
+    from .weights import load_models
+
+    warnings: list[str] = []
+    timer = StageTimer()
+    device, dtype = resolve_device(settings, warnings)
+    seed = int(spec.seed if spec.seed is not None else settings.get("seed", 1247))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    with timer.timed("probe"):
+        info = probe_video(spec.video)
+        if info.frame_count == 0:
+            raise MediaError("the video holds no frames", path=spec.video)
+        audio_source = Path(spec.audio) if spec.audio else Path(spec.video)
+        if spec.audio is None and not info.has_audio:
+            raise MediaError(
+                "the video has no audio track and the plan names no audio",
+                path=spec.video,
+                hint="add `audio: speech.wav` to the job",
+            )
+        waveform = load_audio(audio_source, sample_rate=AUDIO_RATE)
+        audio_seconds = len(waveform) / AUDIO_RATE
+        n_out = frames_covering_audio(audio_seconds, info.fps)
+        if n_out == 0:
+            raise MediaError("the audio is too short for a single video frame", path=audio_source)
+        schedule = plan_output_frames(info.frame_count, info.fps, audio_seconds)
+    fps = float(info.fps)
+    if abs(fps - 25.0) > 1e-3:
+        warnings.append(
+            f"source runs at {fps:.3f} fps; the model ran on every source frame with audio windows "
+            "centred at each frame's time (LatentSync was trained at 25 fps)"
+        )
+
+    with timer.timed("load_models"):
+        models = load_models(spec.weights, device=str(device), dtype=dtype, seed=seed)
+    if models.random:
+        warnings.append(f"weights: {spec.weights} are RANDOM: the output is not lip-synced")
+    res = models.resolution
+    if int(settings.get("resolution", res)) != res:
+        warnings.append(f"resolution {settings.get('resolution')} ignored: weights {spec.weights} run at {res}")
+
+    with timer.timed("audio_features"):
+        features = audio_features(waveform, models.audio_encoder, storage_device="cpu")
+
+    unet = prepare_unet(models.unet, settings)
+    vae_options = VaeOptions(
+        slicing=bool(settings.get("vae_slicing")),
+        tiling=bool(settings.get("vae_tiling")),
+        batch=int(settings.get("vae_batch", 16)),
+    )
+    apply_vae_options(models.vae, vae_options)
+    chunk_frames = int(settings.get("chunk_frames", 16))
+    chunks_per_batch = max(1, int(settings.get("frames_per_batch", chunk_frames)) // chunk_frames)
+    latent = res // vae_scale_factor(models.vae)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(4, latent, latent, generator=generator)  # one noise for every frame, as upstream
+    synth = FaceSynthesizer(
+        unet,
+        models.vae,
+        face_mask(res),
+        chunk_frames=chunk_frames,
+        denoise_settings=DenoiseSettings.from_settings(settings),
+        vae_options=vae_options,
+        device=device,
+        dtype=dtype,
+        noise=noise,
+        pad_partial_chunks=settings.get("compile", "off") != "off",
+    )
+
+    backend = get_face_backend(settings.get("face_backend", "auto"))
+    aligner = FaceAligner(resolution=res)
+    source = ScheduledFrameSource(spec.video, schedule, chunk_frames, info=info)
+    frame_times = np.arange(n_out, dtype=np.float64) / fps
+    without_face: list[int] = []
+
+    def prepared_chunks():
+        for chunk in source:
+            with timer.timed("decode_and_faces"):
+                landmarks = backend.detect_batch(chunk.frames)
+                aligned = aligner.align(chunk.frames, landmarks)
+            yield chunk, aligned
+
+    width, height = info.display_size
+    total_batches = -(-n_out // (chunk_frames * chunks_per_batch))
+    done_frames = 0
+    try:
+        with VideoWriter(
+            spec.output, width=width, height=height, fps=info.fps, audio=audio_source,
+            inputs=[p for p in (spec.video, spec.audio) if p],
+        ) as writer:
+
+            def paste_and_encode(item):
+                frames, faces, matrices = item
+                with timer.timed("paste_and_encode"):
+                    writer.write_frames(paste_faces(frames, faces, matrices, res, out=frames))
+
+            sink = BackgroundSink(paste_and_encode, depth=_SINK_DEPTH, name="paste-encode")
+            pending: list = []
+
+            def flush():
+                nonlocal done_frames
+                work = [(c, a) for c, a in pending if a.has_face.any()]
+                outputs = iter([])
+                if work:
+                    face_chunks = [
+                        FaceChunk(
+                            crops=_fill_missing_faces(a.faces, a.has_face),
+                            audio=frame_audio_windows_at_times(
+                                features, frame_times[c.start : c.start + len(c.frames)]
+                            ),
+                        )
+                        for c, a in work
+                    ]
+                    start = time.perf_counter()
+                    outputs = iter(synth.run(face_chunks))
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    timer.add("gpu", time.perf_counter() - start)
+                for chunk, aligned in pending:
+                    faces = next(outputs) if aligned.has_face.any() else aligned.faces
+                    without_face.extend(chunk.start + i for i in aligned.missing)
+                    sink.put((chunk.frames, faces, aligned.matrices))
+                    done_frames += len(chunk.frames)
+                pending.clear()
+                if progress is not None:
+                    progress("frames", done_frames, n_out)
+
+            try:
+                for chunk, aligned in prefetch(prepared_chunks(), depth=_PREFETCH_DEPTH, name="decode-faces"):
+                    if cancel is not None and cancel():
+                        raise JobCancelled("cancelled between chunks; no output written")
+                    pending.append((chunk, aligned))
+                    if len(pending) == chunks_per_batch:
+                        flush()
+                if pending:
+                    flush()
+            finally:
+                sink.close()
+    finally:
+        backend.close()
+
+    peak_vram = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    if without_face:
+        warnings.append(f"{len(without_face)} of {n_out} frames had no usable face and pass through unchanged")
+    stats = synth.stats
+    logger.info(
+        "{} frames in {} batches; UNet calls {} ({} cached), padded frames {}",
+        n_out, total_batches, stats.denoise.unet_calls, stats.denoise.cached_calls, stats.padded_frames,
+    )
+    return PipelineResult(
+        frames_total=n_out,
+        video_seconds=n_out / fps,
+        timings=dict(timer.seconds),
+        frames_without_face=without_face,
+        peak_vram_gib=peak_vram,
+        device=f"{device.type}:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu",
+        warnings=warnings,
+        stats={
+            "unet_calls": stats.denoise.unet_calls,
+            "cached_calls": stats.denoise.cached_calls,
+            "padded_frames": stats.padded_frames,
+        },
+    )
