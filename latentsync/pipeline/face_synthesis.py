@@ -109,7 +109,7 @@ class FaceSynthesizer:
         self.noise = noise.to(self.device, dtype)
         self.pad_partial_chunks = pad_partial_chunks
         self.generator = generator
-        self.mask_pixels = torch.as_tensor(mask, dtype=dtype, device=self.device)[None, None]  # (1,1,H,W)
+        self.mask_pixels = torch.tensor(np.asarray(mask), dtype=dtype, device=self.device)[None, None]  # (1,1,H,W)
         h, w = self.noise.shape[-2:]
         # Upstream resizes the mask to the latent grid with nearest-neighbour interpolation.
         self.mask_latent = F.interpolate(self.mask_pixels.float(), size=(h, w), mode="nearest").to(dtype)

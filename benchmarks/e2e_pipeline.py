@@ -1,0 +1,159 @@
+"""End-to-end seconds per video-second: decode, faces, GPU, paste-back, encode.
+
+Makes a 1280x720 25 fps clip (the astronaut photo, gently moving, on a larger
+canvas) with speech-like audio, then runs the real streaming pipeline
+(`latentsync.runner.run_pipeline`) with each preset's settings and reports wall
+seconds per video-second, per-stage busy seconds, the GPU's busy fraction, peak
+VRAM, and each preset's deviation from quality mode (PSNR of the lower-face
+region against the quality output on the same inputs; random weights, so this
+measures how far a fast mode drifts from the full computation, not real quality).
+
+    python benchmarks/e2e_pipeline.py --seconds 10 --weights random --json benchmarks/results/e2e.json
+    python benchmarks/e2e_pipeline.py --seconds 2 --weights random-small --device cpu --presets draft
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latentsync.jobs import JobSpec  # noqa: E402
+from latentsync.runner import run_pipeline  # noqa: E402
+
+BASE = dict(
+    device="cuda", precision="fp16", resolution=512, scheduler="ddim", steps=20, guidance_scale=1.5,
+    cfg_mode="all", cfg_fraction=1.0, deepcache=False, deepcache_interval=3, deepcache_branch=0,
+    compile="off", cuda_graphs=False, frames_per_batch=16, chunk_frames=16, vae_slicing=False,
+    vae_tiling=False, vae_batch=16, attention_backend="auto", channels_last=False, face_backend="mediapipe",
+    seed=1247,
+)
+# Candidate preset settings measured here; the chosen ones live in rules/.
+PRESETS = {
+    "quality": {},
+    "quality_compiled": dict(compile="default"),
+    "quality_batch32": dict(frames_per_batch=32),
+    "balanced": dict(deepcache=True, cfg_mode="first_fraction", cfg_fraction=0.5),
+    "balanced_compiled": dict(deepcache=True, cfg_mode="first_fraction", cfg_fraction=0.5, compile="default"),
+    "fast": dict(scheduler="dpmpp", steps=10, deepcache=True, deepcache_interval=2, cfg_mode="first_fraction",
+                 cfg_fraction=0.3),
+    "preview": dict(scheduler="dpmpp", steps=6, guidance_scale=1.0, cfg_mode="off", deepcache=True,
+                    deepcache_interval=2),
+    "draft": dict(device="cpu", precision="fp32", steps=4, cfg_mode="off", guidance_scale=1.0),
+}
+
+
+def make_clip(folder: Path, seconds: float, width: int, height: int) -> tuple[Path, Path]:
+    from examples.make_quickstart_assets import animated_frames, speech_like, write_wav
+
+    from latentsync.video import VideoWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    video, audio = folder / f"clip_{width}x{height}_{seconds:g}s.mp4", folder / f"speech_{seconds:g}s.wav"
+    if video.exists() and audio.exists():
+        return video, audio
+    n = int(round(seconds * 25))
+    faces = animated_frames(n)  # (n, 256, 256, 3)
+    import cv2
+
+    side = int(height * 0.6)
+    with VideoWriter(video, width=width, height=height, fps=Fraction(25)) as writer:
+        for i, face in enumerate(faces):
+            canvas = np.full((height, width, 3), 90, np.uint8)
+            canvas[:, :, 2] = 120
+            big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+            x = width // 2 - side // 2 + int(40 * math.sin(i / 20))
+            y = height // 2 - side // 2
+            canvas[y : y + side, x : x + side] = big
+            writer.write(canvas)
+    write_wav(audio, speech_like(seconds))
+    return video, audio
+
+
+def lower_face_psnr(a_path: Path, b_path: Path) -> float:
+    import av
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            for f in c.decode(video=0):
+                yield f.to_ndarray(format="rgb24")
+
+    errors = []
+    for a, b in zip(frames(a_path), frames(b_path)):
+        h, w = a.shape[:2]
+        region = (slice(int(h * 0.35), int(h * 0.85)), slice(int(w * 0.3), int(w * 0.7)))
+        errors.append(np.mean((a[region].astype(np.float64) - b[region].astype(np.float64)) ** 2))
+    mse = float(np.mean(errors))
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--presets", default="quality,balanced,fast,preview")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/latentsync-e2e"))
+    parser.add_argument("--memory-fraction", type=float, default=None,
+                        help="cap this process's CUDA memory (e.g. 0.1 of an 80 GB card = an 8 GB profile)")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/e2e.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.memory_fraction and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(args.memory_fraction)
+    video, audio = make_clip(args.workdir, args.seconds, args.width, args.height)
+    results = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+               "clip": {"width": args.width, "height": args.height, "seconds": args.seconds, "fps": 25},
+               "weights": args.weights, "memory_fraction": args.memory_fraction, "runs": []}
+    outputs = {}
+    for name in [p for p in args.presets.split(",") if p]:
+        settings = dict(BASE, **PRESETS[name])
+        if args.device:
+            settings["device"] = args.device
+        if settings["device"] == "cpu":
+            settings["precision"] = "fp32"
+        out = args.workdir / f"out_{name}.mp4"
+        spec = JobSpec(video=video, audio=audio, output=out, weights=args.weights)
+        start = time.perf_counter()
+        try:
+            result = run_pipeline(spec, settings)
+        except Exception as exc:  # an OOM under a memory cap is a result
+            results["runs"].append({"preset": name, "settings": settings, "error": repr(exc)[:400]})
+            print(f"{name:18s} FAILED {exc!r}"[:200])
+            continue
+        wall = time.perf_counter() - start
+        timings = result.timings
+        steady = wall - timings.get("load_models", 0.0)
+        outputs[name] = out
+        run = {"preset": name, "settings": settings, "wall_s": wall, "wall_s_without_model_load": steady,
+               "s_per_video_s": steady / result.video_seconds, "timings": timings,
+               "gpu_busy_fraction": timings.get("gpu", 0.0) / steady if steady else None,
+               "peak_vram_gib": result.peak_vram_gib, "frames": result.frames_total, "stats": result.stats}
+        results["runs"].append(run)
+        print(f"{name:18s} {run['s_per_video_s']:6.2f} s/video-s  gpu busy {run['gpu_busy_fraction']:.2f}  "
+              f"peak {result.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",
+              flush=True)
+    if "quality" in outputs:
+        for run in results["runs"]:
+            if run.get("preset") in outputs and run["preset"] != "quality":
+                run["psnr_vs_quality_db"] = lower_face_psnr(outputs["quality"], outputs[run["preset"]])
+                print(f"{run['preset']:18s} lower-face PSNR vs quality: {run['psnr_vs_quality_db']:.2f} dB")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The streaming pipeline end to end on a CPU with the small random-weight model."""
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from latentsync.errors import InvalidInputError, MediaError, OutputError
+from latentsync.jobs import JobSpec
+from latentsync.runner import run_pipeline
+
+ASSETS = Path(__file__).resolve().parents[2] / "examples" / "assets"
+
+SETTINGS = dict(
+    device="cpu", precision="fp32", resolution=128, scheduler="ddim", steps=2, guidance_scale=1.5,
+    cfg_mode="all", cfg_fraction=1.0, deepcache=False, deepcache_interval=3, deepcache_branch=0,
+    compile="off", cuda_graphs=False, frames_per_batch=16, chunk_frames=16, vae_slicing=False,
+    vae_tiling=False, vae_batch=16, attention_backend="auto", channels_last=False, face_backend="mediapipe",
+    seed=1,
+)
+
+
+def read_frames(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = stream.average_rate
+        has_audio = bool(container.streams.audio)
+    return np.stack(frames), rate, has_audio
+
+
+def digest(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "synced.mp4"
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav", output=out,
+                   weights="random-small")
+    before = digest(spec.video), digest(spec.audio)
+    result = run_pipeline(spec, dict(SETTINGS))
+    return spec, result, before
+
+
+def test_output_keeps_frame_count_rate_and_gets_audio(quickstart_run):
+    spec, result, _ = quickstart_run
+    frames, rate, has_audio = read_frames(spec.output)
+    src, src_rate, _ = read_frames(spec.video)
+    assert len(frames) == len(src) == result.frames_total == 75
+    assert rate == src_rate and has_audio
+    assert frames.shape[1:] == src.shape[1:]
+
+
+def test_only_the_lower_face_changes(quickstart_run):
+    spec, result, _ = quickstart_run
+    frames, _, _ = read_frames(spec.output)
+    src, _, _ = read_frames(spec.video)
+    diff = np.abs(frames.astype(int) - src.astype(int)).mean(axis=(0, 3))
+    h, w = diff.shape
+    # the mouth region is repainted (random weights: visibly different) ...
+    assert diff[int(h * 0.55) : int(h * 0.75), int(w * 0.35) : int(w * 0.65)].mean() > 10
+    # ... while the top rows and the corners are only re-encoded
+    assert diff[: int(h * 0.15)].mean() < 4 and diff[:, : int(w * 0.1)].mean() < 4
+    assert result.frames_without_face == []
+
+
+def test_inputs_are_untouched_and_no_partial_files(quickstart_run):
+    spec, _, before = quickstart_run
+    assert (digest(spec.video), digest(spec.audio)) == before
+    assert [p.name for p in spec.output.parent.iterdir()] == [spec.output.name]
+
+
+def test_steps_setting_reaches_the_unet(tmp_path):
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                   output=tmp_path / "o.mp4", weights="random-small")
+    result = run_pipeline(spec, dict(SETTINGS, steps=3, cfg_mode="off"))
+    batches = -(-75 // 16)
+    assert result.stats["unet_calls"] == 3 * batches
+
+
+def test_frames_per_batch_groups_chunks(tmp_path):
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                   output=tmp_path / "o.mp4", weights="random-small")
+    result = run_pipeline(spec, dict(SETTINGS, steps=1, frames_per_batch=48))
+    assert result.stats["unet_calls"] == 2  # 75 frames = 5 chunks = batches of 3 + 2
+
+
+def test_frames_without_a_face_pass_through(tmp_path):
+    from latentsync.video import VideoWriter
+
+    video = tmp_path / "noface.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(video, width=128, height=128, fps=25) as writer:
+        for _ in range(20):
+            writer.write(np.full((128, 128, 3), 60, np.uint8) + rng.integers(0, 3, (128, 128, 3), dtype=np.uint8))
+    spec = JobSpec(video=video, audio=ASSETS / "quickstart_speech.wav", output=tmp_path / "o.mp4",
+                   weights="random-small")
+    result = run_pipeline(spec, dict(SETTINGS, steps=1))
+    assert result.frames_without_face == list(range(75))
+    assert any("no usable face" in w for w in result.warnings)
+    assert result.stats["unet_calls"] == 0
+
+
+def test_video_without_audio_and_no_audio_named_is_a_clear_error(tmp_path):
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", output=tmp_path / "o.mp4", weights="random-small")
+    with pytest.raises(MediaError, match="no audio track"):
+        run_pipeline(spec, dict(SETTINGS))
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_video_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    spec = JobSpec(video=bad, audio=ASSETS / "quickstart_speech.wav", output=tmp_path / "o.mp4",
+                   weights="random-small")
+    with pytest.raises(MediaError):
+        run_pipeline(spec, dict(SETTINGS))
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_audio_without_samples_is_a_clear_error(tmp_path):
+    import wave
+
+    silent = tmp_path / "empty.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=silent, output=tmp_path / "o.mp4", weights="random-small")
+    with pytest.raises(MediaError):
+        run_pipeline(spec, dict(SETTINGS))
+    assert not (tmp_path / "o.mp4").exists()
