@@ -1,1 +1,23 @@
+"""The watched drop folder: `latentsync-run watch INBOX --out OUTBOX`.
 
+Importing this package is cheap (no torch, no watchdog until a watcher starts).
+"""
+from .discovery import DropFolderError, DropPlan, classify, parse_drop_plan
+from .journal import Journal, JobRow
+from .rules_reload import RulesReloader
+from .watcher import WatchConfig, Watcher, WatchFolderBusy, WatchSummary, classify_error
+
+__all__ = [
+    "DropFolderError",
+    "DropPlan",
+    "Journal",
+    "JobRow",
+    "RulesReloader",
+    "WatchConfig",
+    "WatchFolderBusy",
+    "WatchSummary",
+    "Watcher",
+    "classify",
+    "classify_error",
+    "parse_drop_plan",
+]

@@ -1,0 +1,361 @@
+"""`latentsync-run`: run a plan, watch a drop folder, or fetch the official weights.
+
+    latentsync-run PLAN.yaml [--dry-run] [--rules DIR] [--json] [--contact-sheet]
+    latentsync-run watch INBOX --out OUTBOX [--rules DIR] [--poll [SECONDS]] [--retries N] [--once]
+    latentsync-run fetch-weights DIR
+
+Errors print one line naming the file and field (plus a hint); `--verbose` adds
+the traceback and debug logging.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from loguru import logger
+
+from ..errors import LatentSyncError
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_INVALID_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+COMMANDS = ("run", "watch", "fetch-weights")
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    every job finished (watch: stopped cleanly)
+  1    a job failed (watch --once: a job ended in INBOX/failed/)
+  2    invalid input: plan, rules, an input file, or the folders given
+       (takes precedence over 1 when both happen)
+  130  interrupted (Ctrl-C) before the jobs finished
+"""
+
+TOP_DESCRIPTION = """\
+LatentSync lip-sync runner.
+
+  latentsync-run PLAN.yaml [--dry-run] [--rules DIR] [--json] [--contact-sheet]
+      run the job(s) of a plan; --dry-run prints the explained run plan and exits
+  latentsync-run watch INBOX --out OUTBOX [--rules DIR] [--poll [SECONDS]] [--retries N] [--once]
+      watch a drop folder: clip.mp4 (+ clip.wav|mp3|m4a) or NAME.plan.yaml in, lip-synced clip out
+  latentsync-run fetch-weights DIR
+      download the official weights into DIR (needs huggingface_hub and internet)
+
+`latentsync-run COMMAND --help` describes each command.
+"""
+
+
+def _setup_console_logging(verbose: bool, *, through_tqdm: bool = False) -> None:
+    logger.remove()
+    level = "DEBUG" if verbose else "INFO"
+    fmt = "{time:HH:mm:ss} {level: <7} {message}"
+    if through_tqdm:
+        from tqdm import tqdm
+
+        logger.add(lambda message: tqdm.write(message, end="", file=sys.stderr), level=level, format=fmt,
+                   backtrace=verbose, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level, format=fmt, backtrace=verbose, diagnose=False)
+
+
+def _print_error(error: BaseException, verbose: bool) -> int:
+    """One clear line (plus the hint) on stderr; the exit code it deserves."""
+    if verbose:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    if isinstance(error, LatentSyncError):
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    message = str(error) or type(error).__name__
+    print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
+    if not verbose:
+        print("  hint: run again with --verbose for the full traceback", file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
+def _load_callable(reference: str) -> Callable[..., Any]:
+    """`package.module:name` -> the object; `package.module:factory()` -> what the factory returns."""
+    from ..errors import InvalidInputError
+
+    module_name, _, attribute = reference.partition(":")
+    call = attribute.endswith("()")
+    attribute = attribute[:-2] if call else attribute
+    if not module_name or not attribute:
+        raise InvalidInputError(f"expected MODULE:CALLABLE, got {reference!r}", path="--executor",
+                                hint="e.g. --executor latentsync.watch.fake:FakePipeline()")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidInputError(f"cannot load {reference!r}: {error}", path="--executor",
+                                hint="check the module path and the name after the colon") from None
+    return target() if call else target
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class TqdmProgress:
+    """Adapts `progress(stage, done, total)` to a tqdm bar per stage (units: chunks), with ETA."""
+
+    def __init__(self, label: str, *, position: int = 1, file: Any = None, disable: Optional[bool] = None):
+        self.label = label
+        self.position = position
+        self.file = file if file is not None else sys.stderr
+        self.disable = disable
+        self.stage: Optional[str] = None
+        self.bar: Any = None
+        self.stages_seen: list[str] = []
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = stage
+            self.stages_seen.append(stage)
+            self.bar = tqdm(total=total, desc=f"{self.label} {stage}", unit="chunk", position=self.position,
+                            leave=False, file=self.file, disable=self.disable, dynamic_ncols=True)
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(max(0, done - self.bar.n))
+        if total and done >= total:
+            self.bar.refresh()  # tqdm throttles redraws; show the finished stage
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --------------------------------------------------------------------------- run a plan
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    _setup_console_logging(args.verbose, through_tqdm=True)
+    from ..engine import load_plan_file, load_ruleset
+
+    ruleset = load_ruleset(Path(args.rules) if args.rules else None)
+    specs = list(load_plan_file(Path(args.plan)))
+    for spec in specs:
+        if args.contact_sheet:
+            spec.contact_sheet = True
+
+    if args.dry_run:
+        from ..engine import gather_facts, resolve_plan
+
+        plans = []
+        for spec in specs:
+            facts = gather_facts(spec, ruleset, benchmark_cache=args.benchmark_cache)
+            plan = resolve_plan(spec, facts, ruleset)
+            plans.append((spec, plan))
+        if args.json:
+            print(json.dumps([{"job": spec.to_dict(), "run_plan": plan.to_dict(),
+                               "rules_version": getattr(ruleset, "version", None),
+                               "rules_hash": getattr(ruleset, "hash", None)} for spec, plan in plans],
+                             indent=2, default=str))
+        else:
+            for spec, plan in plans:
+                print(f"# {spec.name or Path(spec.video).name} -> {spec.output}  "
+                      f"(rules {getattr(ruleset, 'version', '?')} {str(getattr(ruleset, 'hash', ''))[:12]})")
+                print(plan.explain_table())
+                print()
+        return EXIT_OK
+
+    from ..runner import JobCancelled, run_job
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("{}: stopping after the current chunk (again to abort now)", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    results: list[dict[str, Any]] = []
+    worst = EXIT_OK
+    jobs_bar = tqdm(total=len(specs), desc="jobs", unit="job", position=0, file=sys.stderr, disable=None)
+    try:
+        for index, spec in enumerate(specs):
+            label = spec.name or Path(spec.video).stem
+            progress = TqdmProgress(label, position=1)
+            started = time.perf_counter()
+            entry: dict[str, Any] = {"job": label, "output": str(spec.output)}
+            try:
+                if stop.is_set():
+                    raise JobCancelled("not started: interrupted", path=str(spec.video))
+                report = run_job(spec, ruleset=ruleset, progress=progress, cancel=stop.is_set,
+                                 benchmark_cache=args.benchmark_cache)
+                entry.update(status="ok", seconds=round(time.perf_counter() - started, 3),
+                             report=str(spec.report or Path(str(spec.output) + ".report.json")),
+                             rules_version=report.rules_version, rules_hash=report.rules_hash,
+                             warnings=list(report.warnings))
+            except JobCancelled as error:
+                entry.update(status="cancelled", error=error.to_dict())
+                worst = max(worst, EXIT_INTERRUPTED)
+            except Exception as error:  # noqa: BLE001 — reported per job; the others still run
+                code = _print_error(error, args.verbose)
+                entry.update(status="failed", error=error.to_dict() if isinstance(error, LatentSyncError)
+                             else {"type": type(error).__name__, "message": str(error)})
+                worst = max(worst, code) if worst != EXIT_INTERRUPTED else worst
+            finally:
+                progress.close()
+            results.append(entry)
+            jobs_bar.update(1)
+    finally:
+        jobs_bar.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        for entry in results:
+            if entry["status"] == "ok":
+                print(f"ok      {entry['job']} -> {entry['output']} ({entry['seconds']:.1f} s; report {entry['report']})")
+            else:
+                print(f"{entry['status']:<8}{entry['job']}: {entry['error'].get('message')}")
+    return worst
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    _setup_console_logging(args.verbose)
+    from ..watch import WatchConfig, Watcher
+
+    config = WatchConfig(
+        inbox=Path(args.inbox),
+        outbox=Path(args.out),
+        rules=Path(args.rules) if args.rules else None,
+        poll=args.poll,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+        pair_wait=args.pair_wait,
+        settle=args.settle,
+        weights=args.weights,
+        goal=args.goal,
+        state_dir=Path(args.state) if args.state else None,
+        benchmark_cache=args.benchmark_cache,
+        log_level="DEBUG" if args.verbose else "INFO",
+    )
+    executor = _load_callable(args.executor) if args.executor else None
+    rules_loader = _load_callable(args.rules_loader) if args.rules_loader else None
+    watcher = Watcher(config, executor=executor, rules_loader=rules_loader)
+    try:
+        summary = watcher.run(once=args.once)
+    except KeyboardInterrupt:
+        logger.warning("aborted; the interrupted job is re-queued for the next start")
+        return EXIT_INTERRUPTED
+    if args.once and summary.failed:
+        return EXIT_JOB_FAILED
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- fetch-weights
+
+
+def _cmd_fetch_weights(args: argparse.Namespace) -> int:
+    _setup_console_logging(args.verbose)
+    from ..weights import fetch_weights  # lazily: huggingface_hub is an optional extra
+
+    fetch_weights(Path(args.dir))
+    print(f"weights ready in {args.dir}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="latentsync-run", description=TOP_DESCRIPTION, epilog=EXIT_CODES_HELP,
+                                     formatter_class=formatter)
+    commands = parser.add_subparsers(dest="command", metavar="{PLAN.yaml,watch,fetch-weights}")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+
+    run = commands.add_parser("run", help="run the jobs of a plan (the default: `latentsync-run PLAN.yaml`)",
+                              description="Run the job(s) of a plan.yaml.", epilog=EXIT_CODES_HELP, formatter_class=formatter)
+    run.add_argument("plan", metavar="PLAN.yaml", help="one job or a list of jobs (schemas/plan.schema.json)")
+    run.add_argument("--dry-run", action="store_true", help="print the explained run plan of each job and exit")
+    run.add_argument("--rules", metavar="DIR", help="rules folder (default: the bundled rules/v1)")
+    run.add_argument("--json", action="store_true", help="print results (or, with --dry-run, run plans) as JSON on stdout")
+    run.add_argument("--contact-sheet", action="store_true",
+                     help="also write a PNG of input vs output lower-face crops beside each output")
+    run.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings from latentsync-bench")
+    common(run)
+
+    watch = commands.add_parser(
+        "watch", help="watch a drop folder", formatter_class=formatter, epilog=EXIT_CODES_HELP,
+        description=(
+            "Watch INBOX for jobs and write lip-synced clips into OUTBOX.\n\n"
+            "A job is clip.mp4 (+ clip.wav|mp3|m4a beside it, else the clip's own audio), or\n"
+            "NAME.plan.yaml naming files beside it in INBOX (video:, audio:) plus overrides.\n"
+            "Results: OUTBOX/clip.mp4 + clip.mp4.report.json; the inputs move to INBOX/done/.\n"
+            "Failures: the inputs move to INBOX/failed/ with clip.error.json (what, why, how to fix).\n"
+            "Work in progress: INBOX/processing/; journal: INBOX/.latentsync/journal.sqlite3;\n"
+            "log: INBOX/logs/watch.log. Edits to the rules folder are picked up between jobs.\n"
+            "Ctrl-C / SIGTERM: the current job stops at the next chunk and is re-queued."))
+    watch.add_argument("inbox", metavar="INBOX")
+    watch.add_argument("--out", required=True, metavar="OUTBOX", help="where finished clips are written")
+    watch.add_argument("--rules", metavar="DIR", help="rules folder, hot-reloaded (default: the bundled rules/v1)")
+    watch.add_argument("--poll", nargs="?", const=2.0, type=float, metavar="SECONDS",
+                       help="poll instead of inotify (network drives); a file is ready when its size and "
+                            "mtime hold still across polls (default interval 2 s)")
+    watch.add_argument("--retries", type=int, default=2, metavar="N",
+                       help="retry a job that failed transiently (memory, device) up to N more times (default 2)")
+    watch.add_argument("--retry-delay", type=float, default=5.0, metavar="S", help="first retry backoff, doubling (default 5)")
+    watch.add_argument("--once", action="store_true", help="process what is in INBOX now, then exit (cron, tests)")
+    watch.add_argument("--pair-wait", type=float, default=5.0, metavar="S",
+                       help="how long a finished video waits for its audio file to arrive (default 5)")
+    watch.add_argument("--settle", type=float, default=1.0, metavar="S",
+                       help="files found by a scan are ready once unchanged this long (default 1)")
+    watch.add_argument("--weights", metavar="DIR", help="weights folder for every job (plans may not name one)")
+    watch.add_argument("--goal", choices=("preview", "balanced", "quality", "auto"), help="goal for clips without a plan")
+    watch.add_argument("--state", metavar="DIR", help="journal folder (default INBOX/.latentsync; use a local disk "
+                                                     "when INBOX is on a network drive)")
+    watch.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings from latentsync-bench")
+    watch.add_argument("--executor", metavar="MODULE:CALLABLE",
+                       help="advanced: call this instead of latentsync.runner.run_job (same signature); "
+                            "MODULE:FACTORY() calls a factory once")
+    watch.add_argument("--rules-loader", metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
+    common(watch)
+
+    fetch = commands.add_parser("fetch-weights", help="download the official weights into DIR",
+                                description="Download the official LatentSync weights (official layout) into DIR.",
+                                epilog=EXIT_CODES_HELP, formatter_class=formatter)
+    fetch.add_argument("dir", metavar="DIR")
+    common(fetch)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] not in COMMANDS and arguments[0] not in ("-h", "--help"):
+        arguments = ["run"] + arguments  # `latentsync-run PLAN.yaml` is the default command
+    parser = build_parser()
+    if not arguments:
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID_INPUT
+    args = parser.parse_args(arguments)
+    handlers = {"run": _cmd_run, "watch": _cmd_watch, "fetch-weights": _cmd_fetch_weights}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 — one clear line, not a traceback
+        return _print_error(error, getattr(args, "verbose", False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
