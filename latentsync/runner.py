@@ -241,8 +241,52 @@ def _fill_missing_faces(faces, has_face):
     return filled
 
 
-def run_pipeline(spec: JobSpec, settings: dict, *, progress=None, cancel=None) -> PipelineResult:
-    """Stream one clip through the pipeline with concrete settings."""
+@dataclass
+class ArrayClip:
+    """A clip held in memory (ComfyUI): frames (N, H, W, 3) uint8 RGB, audio 16 kHz mono float32."""
+
+    frames: Any
+    fps: float
+    audio_16k: Any
+    output_frames: list = field(default_factory=list)  # filled by the pipeline, chunk by chunk
+
+
+class _ArrayChunks:
+    """Serve a schedule of frame indices from an in-memory clip, chunk by chunk."""
+
+    def __init__(self, frames, schedule, chunk_frames):
+        self.frames, self.schedule, self.chunk_frames = frames, list(schedule), chunk_frames
+
+    def __iter__(self):
+        from .video.reader import FrameChunk
+
+        for start in range(0, len(self.schedule), self.chunk_frames):
+            indices = self.schedule[start : start + self.chunk_frames]
+            yield FrameChunk(frames=self.frames[indices].copy(), source_indices=indices, start=start)
+
+
+class _ArraySink:
+    def __init__(self, clip: ArrayClip):
+        self.clip = clip
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write_frames(self, frames):
+        self.clip.output_frames.append(frames)
+
+
+def run_pipeline(
+    spec: JobSpec, settings: dict, *, progress=None, cancel=None, clip: Optional[ArrayClip] = None
+) -> PipelineResult:
+    """Stream one clip through the pipeline with concrete settings.
+
+    With `clip`, frames and audio come from memory and the output frames are
+    appended to `clip.output_frames` (spec.video/audio/output are then unused).
+    """
     import numpy as np
     import torch
 
@@ -266,23 +310,29 @@ def run_pipeline(spec: JobSpec, settings: dict, *, progress=None, cancel=None) -
         torch.backends.cudnn.allow_tf32 = True
 
     with timer.timed("probe"):
-        info = probe_video(spec.video)
-        if info.frame_count == 0:
-            raise MediaError("the video holds no frames", path=spec.video)
-        audio_source = Path(spec.audio) if spec.audio else Path(spec.video)
-        if spec.audio is None and not info.has_audio:
-            raise MediaError(
-                "the video has no audio track and the plan names no audio",
-                path=spec.video,
-                hint="add `audio: speech.wav` to the job",
-            )
-        waveform = load_audio(audio_source, sample_rate=AUDIO_RATE)
+        if clip is not None:
+            fps, n_source, (width, height) = float(clip.fps), len(clip.frames), clip.frames.shape[2:0:-1]
+            waveform = np.asarray(clip.audio_16k, dtype=np.float32)
+            audio_source = None
+        else:
+            info = probe_video(spec.video)
+            if info.frame_count == 0:
+                raise MediaError("the video holds no frames", path=spec.video)
+            audio_source = Path(spec.audio) if spec.audio else Path(spec.video)
+            if spec.audio is None and not info.has_audio:
+                raise MediaError(
+                    "the video has no audio track and the plan names no audio",
+                    path=spec.video,
+                    hint="add `audio: speech.wav` to the job",
+                )
+            waveform = load_audio(audio_source, sample_rate=AUDIO_RATE)
+            fps, n_source, (width, height) = info.fps, info.frame_count, info.display_size
+        if n_source == 0 or len(waveform) == 0:
+            raise MediaError("no frames or no audio samples to work on", path=audio_source or spec.video)
         audio_seconds = len(waveform) / AUDIO_RATE
-        n_out = frames_covering_audio(audio_seconds, info.fps)
-        if n_out == 0:
-            raise MediaError("the audio is too short for a single video frame", path=audio_source)
-        schedule = plan_output_frames(info.frame_count, info.fps, audio_seconds)
-    fps = float(info.fps)
+        n_out = frames_covering_audio(audio_seconds, fps)
+        schedule = plan_output_frames(n_source, fps, audio_seconds)
+    fps_exact, fps = fps, float(fps)
     if abs(fps - 25.0) > 1e-3:
         warnings.append(
             f"source runs at {fps:.3f} fps; the model ran on every source frame with audio windows "
@@ -327,7 +377,10 @@ def run_pipeline(spec: JobSpec, settings: dict, *, progress=None, cancel=None) -
 
     backend = get_face_backend(settings.get("face_backend", "auto"))
     aligner = FaceAligner(resolution=res)
-    source = ScheduledFrameSource(spec.video, schedule, chunk_frames, info=info)
+    if clip is not None:
+        source = _ArrayChunks(clip.frames, schedule, chunk_frames)
+    else:
+        source = ScheduledFrameSource(spec.video, schedule, chunk_frames, info=info)
     frame_times = np.arange(n_out, dtype=np.float64) / fps
     without_face: list[int] = []
 
@@ -338,14 +391,18 @@ def run_pipeline(spec: JobSpec, settings: dict, *, progress=None, cancel=None) -
                 aligned = aligner.align(chunk.frames, landmarks)
             yield chunk, aligned
 
-    width, height = info.display_size
     total_batches = -(-n_out // (chunk_frames * chunks_per_batch))
     done_frames = 0
     try:
-        with VideoWriter(
-            spec.output, width=width, height=height, fps=info.fps, audio=audio_source,
-            inputs=[p for p in (spec.video, spec.audio) if p],
-        ) as writer:
+        writer_context = (
+            _ArraySink(clip)
+            if clip is not None
+            else VideoWriter(
+                spec.output, width=width, height=height, fps=fps_exact, audio=audio_source,
+                inputs=[p for p in (spec.video, spec.audio) if p],
+            )
+        )
+        with writer_context as writer:
 
             def paste_and_encode(item):
                 frames, faces, matrices = item

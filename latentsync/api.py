@@ -1,0 +1,139 @@
+"""Library calls for callers that hold frames in memory (ComfyUI nodes, notebooks).
+
+    result = lipsync_arrays(frames, fps=25, audio=waveform, sample_rate=44100, goal="auto")
+    result.frames      # (N, H, W, 3) uint8, N = frames the audio covers at `fps`
+    result.audio_16k   # the audio the frames were synced to, trimmed to them
+    result.plan        # the explained RunPlan
+
+The same rules, engine and pipeline as `run_job`; only the media live in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import InvalidInputError, MediaError
+from .jobs import CancelCallback, JobSpec, ProgressCallback
+
+AUDIO_RATE = 16000
+
+
+@dataclass
+class ArrayResult:
+    frames: Any  # (N, H, W, 3) uint8
+    audio_16k: Any  # float32 mono, len = N / fps seconds
+    fps: float
+    plan: Any  # RunPlan
+    frames_without_face: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resample_audio(audio, sample_rate: int):
+    """Any rate, mono or (channels, samples) / (samples, channels) -> 16 kHz mono float32."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    wave = np.asarray(audio, dtype=np.float32)
+    if wave.ndim == 2:
+        channel_axis = 0 if wave.shape[0] <= 8 and wave.shape[0] < wave.shape[1] else 1
+        wave = wave.mean(axis=channel_axis)
+    if wave.ndim != 1:
+        raise MediaError(f"audio must be mono or (channels, samples), got shape {np.shape(audio)}")
+    if sample_rate == AUDIO_RATE or wave.size == 0:
+        return wave
+    # Band-limited resampling with a windowed sinc (torchaudio is not a dependency).
+    from fractions import Fraction
+
+    ratio = Fraction(AUDIO_RATE, int(sample_rate))
+    up, down = ratio.numerator, ratio.denominator
+    cutoff = min(1.0, up / down) * 0.95
+    half = 32 * max(up, down) // max(1, min(up, down)) if max(up, down) <= 16 else 64
+    taps = torch.arange(-half * up, half * up + 1, dtype=torch.float64) / up
+    kernel = cutoff * torch.sinc(cutoff * taps) * torch.hann_window(taps.numel(), periodic=False, dtype=torch.float64)
+    signal = torch.from_numpy(wave.astype(np.float64))
+    upsampled = torch.zeros(signal.numel() * up, dtype=torch.float64)
+    upsampled[::up] = signal * up
+    filtered = F.conv1d(upsampled[None, None], kernel.flip(0)[None, None], padding=kernel.numel() // 2)[0, 0]
+    out = filtered[::down] / up * 1.0
+    n_out = int(round(wave.size * AUDIO_RATE / sample_rate))
+    return out[:n_out].to(torch.float32).numpy() * 1.0
+
+
+def plan_for_arrays(
+    *,
+    n_frames: int,
+    fps: float,
+    audio_seconds: float,
+    weights: str = "random-small",
+    goal: str = "auto",
+    quality_preset: Optional[str] = None,
+    speed_mode: Optional[str] = None,
+    overrides: Optional[dict] = None,
+    assume: Optional[dict] = None,
+    ruleset=None,
+    benchmark_cache: Optional[Path] = None,
+):
+    """The explained run plan for an in-memory clip (no file to probe: its facts are pinned)."""
+    from .engine import gather_facts, load_ruleset, resolve_plan
+
+    assume = dict(assume or {})
+    assume.setdefault("duration", audio_seconds)
+    assume.setdefault("fps", fps)
+    spec = JobSpec(
+        video=Path("<memory>"), output=Path("<memory>"), weights=weights, goal=goal,
+        quality_preset=quality_preset, speed_mode=speed_mode, overrides=dict(overrides or {}), assume=assume,
+    )
+    ruleset = ruleset if ruleset is not None else load_ruleset()
+    facts = gather_facts(spec, ruleset, benchmark_cache=benchmark_cache)
+    return spec, resolve_plan(spec, facts, ruleset)
+
+
+def lipsync_arrays(
+    frames,
+    *,
+    fps: float,
+    audio,
+    sample_rate: int,
+    weights: str = "random-small",
+    goal: str = "auto",
+    quality_preset: Optional[str] = None,
+    speed_mode: Optional[str] = None,
+    overrides: Optional[dict] = None,
+    seed: Optional[int] = None,
+    plan=None,
+    ruleset=None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCallback] = None,
+) -> ArrayResult:
+    """Lip-sync frames held in memory to `audio`. `plan` (a RunPlan) skips resolving one."""
+    import numpy as np
+
+    from .runner import ArrayClip, run_pipeline
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise InvalidInputError(f"frames must be (N, H, W, 3) with N >= 1, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if not fps or fps <= 0:
+        raise InvalidInputError(f"fps must be positive, got {fps!r}", hint="take it from the source video")
+    wave = resample_audio(audio, sample_rate)
+    if wave.size == 0:
+        raise MediaError("the audio holds no samples")
+    if plan is None:
+        _, plan = plan_for_arrays(
+            n_frames=len(frames), fps=fps, audio_seconds=wave.size / AUDIO_RATE, weights=weights, goal=goal,
+            quality_preset=quality_preset, speed_mode=speed_mode, overrides=overrides, ruleset=ruleset,
+        )
+    spec = JobSpec(video=Path("<memory>"), output=Path("<memory>"), weights=weights, seed=seed)
+    clip = ArrayClip(frames=frames, fps=float(fps), audio_16k=wave)
+    result = run_pipeline(spec, dict(plan.settings), progress=progress, cancel=cancel, clip=clip)
+    out = np.concatenate(clip.output_frames) if clip.output_frames else frames[:0]
+    audio_out = wave[: int(round(len(out) / fps * AUDIO_RATE))]
+    return ArrayResult(
+        frames=out, audio_16k=audio_out, fps=float(fps), plan=plan,
+        frames_without_face=result.frames_without_face, warnings=result.warnings, timings=result.timings,
+    )

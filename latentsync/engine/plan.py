@@ -1,0 +1,188 @@
+"""The run plan: every setting resolved to a value, each with the rule (or user override) behind it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import InvalidInputError
+from ..facts.model import Facts, job_facts
+from .errors import PlanError, Problem, RulesError
+from .evaluate import evaluate_policy
+from .schemas import iter_schema_problems, load_schema, schema_errors
+
+USER_OVERRIDE = "user override"
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """Why a setting has its value: a rule (id, file, line, description) or the user's override."""
+
+    rule: str
+    file: Optional[str]
+    line: Optional[int]
+    description: str
+    override: bool = False
+
+    @property
+    def where(self) -> str:
+        if self.file is None:
+            return "-"
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "file": self.file, "line": self.line, "description": self.description,
+                "override": self.override}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SettingSource":
+        return cls(**data)
+
+    @classmethod
+    def from_rule(cls, rule: Any) -> "SettingSource":
+        return cls(rule=rule.id, file=rule.file, line=rule.line, description=rule.description)
+
+
+@dataclass
+class RunPlan:
+    settings: dict[str, Any]
+    sources: dict[str, SettingSource]
+    fallbacks: list[dict[str, Any]]  # [{"rule", "file", "line", "set": {setting: value}}], applied cumulatively
+    rules_version: str
+    rules_hash: str
+    facts: dict[str, Any]
+    goal: str
+    notes: list[str] = field(default_factory=list)
+    fired_rules: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": dict(self.settings),
+            "sources": {key: source.to_dict() for key, source in self.sources.items()},
+            "fallbacks": [dict(step, set=dict(step["set"])) for step in self.fallbacks],
+            "rules_version": self.rules_version,
+            "rules_hash": self.rules_hash,
+            "facts": dict(self.facts),
+            "goal": self.goal,
+            "notes": list(self.notes),
+            "fired_rules": list(self.fired_rules),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunPlan":
+        problems = schema_errors(data, "run_plan")
+        if problems:
+            raise InvalidInputError("not a valid run plan: " + "; ".join(problems[:5]))
+        return cls(settings=dict(data["settings"]),
+                   sources={key: SettingSource.from_dict(value) for key, value in data["sources"].items()},
+                   fallbacks=[dict(step) for step in data["fallbacks"]], rules_version=data["rules_version"],
+                   rules_hash=data["rules_hash"], facts=dict(data["facts"]), goal=data["goal"],
+                   notes=list(data["notes"]), fired_rules=list(data["fired_rules"]))
+
+    def explain_table(self) -> str:
+        """Setting, value, rule id, file:line — one row per setting, then the fallback ladder and notes."""
+        rows = [("setting", "value", "rule", "where")]
+        for key in self.settings:
+            source = self.sources[key]
+            rows.append((key, _show(self.settings[key]), source.rule, source.where))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        lines = [f"rules {self.rules_version} (hash {self.rules_hash[:12]}), goal {self.goal}"]
+        for index, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
+            if index == 0:
+                lines.append("  ".join("-" * width for width in widths) + "  " + "-" * 5)
+        if self.fallbacks:
+            lines.append("")
+            lines.append("on out-of-memory, step down (cumulative):")
+            for number, step in enumerate(self.fallbacks, 1):
+                changes = ", ".join(f"{key}={_show(value)}" for key, value in step["set"].items())
+                where = f"{step['file']}:{step['line']}" if step.get("file") else "-"
+                lines.append(f"  {number}. {changes}  ({step['rule']}, {where})")
+        if self.notes:
+            lines.append("")
+            lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _lowers(current: Any, value: Any) -> bool:
+    """Whether a fallback step changes a setting. Numbers in a fallback step are caps: an
+    out-of-memory step may shrink a batch, never grow one the rules already made smaller."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(current, (int, float)):
+        return value < current
+    return current != value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _check_plan(settings: dict[str, Any], sources: dict[str, SettingSource], policy: Any) -> None:
+    """What the schema cannot say: cross-setting constraints. Blame the user or the rules."""
+    chunk, batch = settings["chunk_frames"], settings["frames_per_batch"]
+    if batch % chunk != 0:
+        culprits = [key for key in ("frames_per_batch", "chunk_frames") if sources[key].override]
+        message = f"frames_per_batch {batch} is not a multiple of chunk_frames {chunk}"
+        if culprits:
+            raise PlanError([Problem(None, message, field="overrides." + culprits[0])])
+        source = sources["frames_per_batch"]
+        raise RulesError([Problem(source.file, message, line=source.line, rule=source.rule,
+                                  field="set.frames_per_batch")])
+
+
+def resolve_flat(job: Any, flat_facts: dict[str, Any], ruleset: Any, *, notes: Optional[list[str]] = None,
+                 backend: str = "durable") -> RunPlan:
+    """Resolve a plan from flat facts (the rules' view) plus the job's own facts and overrides."""
+    facts = {**flat_facts, **job_facts(job)}
+    overrides = dict(job.overrides or {})
+    if job.seed is not None:
+        overrides["seed"] = job.seed
+    order = list(load_schema("run_plan")["$defs"]["setting_values"]["properties"])
+    unknown = sorted(key for key in overrides if key not in order)
+    if unknown:
+        raise PlanError([Problem(None, f"unknown setting {key!r} (settings: {', '.join(order)})",
+                                 field=f"overrides.{key}") for key in unknown])
+    with ruleset.using() as policy:
+        evaluation = evaluate_policy(policy, facts, backend=backend)
+        settings = dict(evaluation.settings)
+        sources = {key: SettingSource.from_rule(rule) for key, rule in evaluation.sources.items()}
+        for key, value in overrides.items():
+            settings[key] = value
+            replaced = evaluation.sources.get(key)
+            was = f" (rules said {evaluation.settings[key]!r} via {replaced.id})" if replaced is not None else ""
+            sources[key] = SettingSource(rule=USER_OVERRIDE, file=None, line=None,
+                                         description=f"set by the job's overrides{was}", override=True)
+        settings = {key: settings[key] for key in order if key in settings}
+
+        fallbacks = []
+        state = dict(settings)
+        for rule in evaluation.fallback_rules:
+            changes = {key: value for key, value in rule.set.items()
+                       if key not in overrides and _lowers(state.get(key), value)}
+            if changes:
+                fallbacks.append({"rule": rule.id, "file": rule.file, "line": rule.line, "set": changes})
+                state.update(changes)
+
+        plan = RunPlan(settings=settings, sources={key: sources[key] for key in settings}, fallbacks=fallbacks,
+                       rules_version=policy.version, rules_hash=policy.hash,
+                       facts={key: value for key, value in evaluation.facts.items()
+                              if isinstance(value, (str, int, float, bool))},
+                       goal=evaluation.facts.get("goal_effective", job.goal if job.goal != "auto" else "balanced"),
+                       notes=list(notes or []), fired_rules=[rule.id for rule in evaluation.fired])
+    problems = iter_schema_problems(plan.to_dict(), "run_plan")
+    if problems:
+        blamed = [p for p in problems if p.parts[:1] == ("settings",) and len(p.parts) > 1 and p.parts[1] in overrides]
+        if blamed:
+            raise PlanError([Problem(None, p.message, field="overrides." + str(p.parts[1])) for p in blamed])
+        raise RulesError([Problem(str(policy.path), f"resolved plan is invalid: {p}") for p in problems])
+    _check_plan(plan.settings, plan.sources, policy)
+    return plan
+
+
+def resolve_plan(job: Any, facts: Facts, ruleset: Any) -> RunPlan:
+    """The run plan for one job: rules on the facts, then the job's overrides (the user wins).
+
+    Raises RulesError when fired rules clash, PlanError when an override is invalid
+    (both exit code 2).
+    """
+    return resolve_flat(job, facts.flat(), ruleset, notes=list(facts.notes))

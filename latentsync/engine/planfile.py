@@ -1,0 +1,89 @@
+"""plan.yaml -> JobSpecs: one job, or `jobs: [...]` with optional `defaults`.
+
+Validated against schemas/plan.schema.json with every problem reported (file, line,
+field); relative paths are taken relative to the plan file's folder, so a plan
+means the same thing from any working directory. The file is only read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..jobs import JobSpec
+from .errors import PlanError, Problem
+from .schemas import iter_schema_problems
+from .yamlio import format_field, load_yaml
+
+PATH_FIELDS = ("video", "audio", "output", "report")
+MERGED_FIELDS = ("overrides", "assume")  # defaults and job are merged key by key
+RANDOM_WEIGHTS = ("random", "random-small")
+
+
+def _resolve(folder: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (folder / path).resolve()
+
+
+def _job_from(fields: dict[str, Any], folder: Path) -> JobSpec:
+    values = {key: value for key, value in fields.items() if key != "schema_version"}
+    for key in PATH_FIELDS:
+        if values.get(key) is not None:
+            values[key] = _resolve(folder, values[key])
+    weights = values.get("weights")
+    if weights is not None and weights not in RANDOM_WEIGHTS:
+        values["weights"] = str(_resolve(folder, weights))
+    return JobSpec(**values)
+
+
+def load_plan_file(path: Path) -> list[JobSpec]:
+    """Read a plan file into jobs. Raises PlanError (an InvalidInputError, exit 2) naming file and field."""
+    path = Path(path)
+    label = str(path)
+    if not path.is_file():
+        raise PlanError([Problem(label, "plan file not found" if not path.exists() else "not a file")])
+    document, problems = load_yaml(path, label)
+    if document is None or problems:
+        raise PlanError(problems)
+    data = document.data
+    if not isinstance(data, dict):
+        raise PlanError([Problem(label, "expected a mapping: one job (video:, output:) or jobs: [...]", line=1)])
+    found = iter_schema_problems(data, "plan")
+    if found:
+        raise PlanError([Problem(label, problem.message, line=document.line_of(problem.parts),
+                                 field=problem.field or None) for problem in found])
+
+    folder = path.resolve().parent
+    if "jobs" in data:
+        defaults = data.get("defaults", {})
+        entries = []
+        for index, job in enumerate(data["jobs"]):
+            merged = {**defaults, **job}
+            for key in MERGED_FIELDS:
+                if key in defaults or key in job:
+                    merged[key] = {**defaults.get(key, {}), **job.get(key, {})}
+            for required in ("video", "output"):
+                if required not in merged:
+                    problems.append(Problem(label, f"'{required}' is missing (required)",
+                                            line=document.line_of(["jobs", index]),
+                                            field=format_field(["jobs", index, required])))
+            entries.append((["jobs", index], merged))
+    else:
+        entries = [([], data)]
+    if problems:
+        raise PlanError(problems)
+
+    specs = [_job_from(fields, folder) for _, fields in entries]
+    seen: dict[Path, list] = {}
+    for (trail, _), spec in zip(entries, specs):
+        output = Path(spec.output)
+        if output in seen:
+            problems.append(Problem(label, f"output {output} is also the output of {format_field(seen[output])}",
+                                    line=document.line_of(trail + ["output"]), field=format_field(trail + ["output"])))
+        else:
+            seen[output] = trail + ["output"]
+        if spec.video is not None and output == Path(spec.video):
+            problems.append(Problem(label, "output would overwrite the input video",
+                                    line=document.line_of(trail + ["output"]), field=format_field(trail + ["output"])))
+    if problems:
+        raise PlanError(problems)
+    return specs

@@ -1,0 +1,63 @@
+"""Collect the facts a plan is resolved from: GPU, clip, benchmark (each may be pinned by the job)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+from loguru import logger
+
+from ..errors import InvalidInputError
+from .benchmark import read_benchmark_cache
+from .clip import assumed_clip, pin_duration, probe_clip
+from .gpu import gpu_facts_from_profile, probe_gpu
+from .model import Facts
+
+
+def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = None) -> Facts:
+    """Facts for one job. `job.assume` pins facts instead of probing them:
+    `gpu` (a profile name from the rules folder), `duration` (s), `fps`, `free_vram_gib`.
+
+    A missing video is fine when its duration is pinned (planning a clip that is not
+    there yet); otherwise the probe raises MediaError naming the file.
+    """
+    assume = dict(job.assume or {})
+    notes: list[str] = []
+
+    profile_name = assume.get("gpu")
+    if profile_name is not None:
+        profiles = ruleset.gpu_profiles
+        if profile_name not in profiles:
+            raise InvalidInputError(
+                f"assume.gpu: unknown GPU profile {profile_name!r}",
+                path=str(getattr(ruleset, "profiles_file", None) or getattr(ruleset, "path", "")) or None,
+                hint="known profiles: " + ", ".join(sorted(profiles)),
+            )
+        gpu = gpu_facts_from_profile(profile_name, profiles[profile_name])
+        notes.append(f"GPU facts assumed from profile {profile_name!r}, not probed")
+    else:
+        gpu = probe_gpu()
+    if assume.get("free_vram_gib") is not None:
+        gpu = replace(gpu, vram_free_gib=float(assume["free_vram_gib"]))
+        notes.append(f"free VRAM pinned to {float(assume['free_vram_gib']):g} GiB")
+
+    duration = assume.get("duration")
+    video = Path(job.video)
+    audio = Path(job.audio) if job.audio is not None else None
+    if video.is_file():
+        clip = probe_clip(video, audio)
+        if duration is not None:
+            clip = pin_duration(clip, float(duration))
+            notes.append(f"clip duration pinned to {float(duration):g} s (the video is {clip.frame_count} frames)")
+    elif duration is not None:
+        clip = assumed_clip(float(duration), assume.get("fps"))
+        notes.append(f"clip facts assumed ({float(duration):g} s at {clip.fps:g} fps): {video} was not probed")
+    else:
+        clip = probe_clip(video, audio)  # raises MediaError: file not found
+
+    bench = read_benchmark_cache(benchmark_cache, gpu)
+    if not bench.available and gpu.device == "cuda":
+        notes.append(f"no benchmark: run latentsync-bench ({bench.reason})")
+    logger.debug("facts: gpu={} ({}), clip={:.2f}s, benchmark={}", gpu.name, gpu.source, clip.duration_s,
+                  bench.available)
+    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes))

@@ -1,0 +1,127 @@
+"""The fact vocabulary the rules may test, and `Facts`, the bundle a plan is resolved from.
+
+Rules see facts as one flat mapping (`gpu_vram_free_gib: 7.4`, `clip_duration_s: 3.0`,
+`goal: auto`). `FACTS` names every fact a rule may test, its type and, where the set
+is closed, its values; the rules schema lists the same names (a test keeps them in
+step). Derived facts (`gpu_tier`, `clip_class`, ...) are set by the rules' own
+`stage: derive` files, so their values are whatever those rules produce.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .benchmark import BenchmarkFacts
+from .clip import ClipFacts
+from .gpu import GpuFacts
+
+GOALS = ("preview", "balanced", "quality", "auto")
+QUALITY_PRESETS = ("draft", "fast", "balanced", "quality", "ultra")
+SPEED_MODES = ("normal", "fast", "turbo", "ultra")
+WEIGHT_KINDS = ("random-small", "random", "checkpoint")
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    type: str  # "number" | "integer" | "string" | "boolean"
+    description: str
+    values: Optional[tuple[str, ...]] = None  # closed set of strings
+    always: bool = True  # False: absent when unknown (rules test it with `exists`)
+    derived: bool = False  # set by `stage: derive` rules, not probed
+
+
+FACTS: dict[str, FactSpec] = {
+    # GPU (or CPU) the run would use
+    "device": FactSpec("string", "cuda or cpu", ("cuda", "cpu")),
+    "gpu_name": FactSpec("string", "device name as the driver reports it"),
+    "gpu_profile": FactSpec("string", "the assumed profile's name (absent when probed)", always=False),
+    "gpu_vram_total_gib": FactSpec("number", "total device memory, GiB (0 on the CPU)"),
+    "gpu_vram_free_gib": FactSpec("number", "free device memory at planning time, GiB (0 on the CPU)"),
+    "gpu_compute_capability": FactSpec("number", "CUDA compute capability, e.g. 8.9 (0 on the CPU)"),
+    "gpu_bf16": FactSpec("boolean", "bfloat16 tensor-core math available"),
+    "gpu_count": FactSpec("integer", "number of visible CUDA devices"),
+    # the clip
+    "clip_duration_s": FactSpec("number", "video duration in seconds (or the pinned duration)"),
+    "clip_fps": FactSpec("number", "video frame rate"),
+    "clip_frames": FactSpec("integer", "video frame count"),
+    "clip_width": FactSpec("integer", "display width in pixels", always=False),
+    "clip_height": FactSpec("integer", "display height in pixels", always=False),
+    "clip_audio": FactSpec("boolean", "the job has audio (its own file or the video's track)"),
+    "clip_audio_duration_s": FactSpec("number", "audio duration in seconds", always=False),
+    # measured by latentsync-bench on this machine
+    "bench_available": FactSpec("boolean", "a fresh benchmark for this GPU and software exists"),
+    "bench_max_frames_per_batch": FactSpec("integer", "largest frames_per_batch that fit", always=False),
+    "bench_peak_vram_gib": FactSpec("number", "peak VRAM of the benchmark run, GiB", always=False),
+    # the job
+    "goal": FactSpec("string", "the job's goal", GOALS),
+    "quality_preset": FactSpec("string", "the job's quality preset", QUALITY_PRESETS, always=False),
+    "speed_mode": FactSpec("string", "the job's speed mode", SPEED_MODES, always=False),
+    "weights": FactSpec("string", "random-small (small test architecture), random (full size) or checkpoint",
+                        WEIGHT_KINDS),
+    # derived by the rules (stage: derive)
+    "gpu_tier": FactSpec("string", "VRAM class with tolerance, e.g. 24gb", always=False, derived=True),
+    "gpu_arch": FactSpec("string", "architecture class by compute capability", always=False, derived=True),
+    "clip_class": FactSpec("string", "short / medium / long", always=False, derived=True),
+    "goal_effective": FactSpec("string", "the goal after resolving auto", ("preview", "balanced", "quality"),
+                               always=False, derived=True),
+}
+
+DERIVED_FACTS = tuple(name for name, spec in FACTS.items() if spec.derived)
+
+
+def weights_kind(weights: str) -> str:
+    return weights if weights in ("random-small", "random") else "checkpoint"
+
+
+def job_facts(job: Any) -> dict[str, Any]:
+    """The facts a JobSpec contributes: goal, preset, speed mode, weights kind."""
+    facts: dict[str, Any] = {"goal": job.goal, "weights": weights_kind(str(job.weights))}
+    if job.quality_preset is not None:
+        facts["quality_preset"] = job.quality_preset
+    if job.speed_mode is not None:
+        facts["speed_mode"] = job.speed_mode
+    return facts
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything known about the machine and the clip when a plan is resolved."""
+
+    gpu: GpuFacts
+    clip: ClipFacts
+    benchmark: BenchmarkFacts
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def flat(self) -> dict[str, Any]:
+        """The mapping the rules test; unknown optional facts are absent, never None."""
+        gpu, clip, bench = self.gpu, self.clip, self.benchmark
+        flat: dict[str, Any] = {
+            "device": gpu.device,
+            "gpu_name": gpu.name,
+            "gpu_profile": gpu.profile,
+            "gpu_vram_total_gib": round(gpu.vram_total_gib, 3),
+            "gpu_vram_free_gib": round(gpu.vram_free_gib, 3),
+            "gpu_compute_capability": gpu.compute_capability,
+            "gpu_bf16": gpu.bf16,
+            "gpu_count": gpu.device_count,
+            "clip_duration_s": round(clip.duration_s, 4),
+            "clip_fps": round(clip.fps, 4),
+            "clip_frames": clip.frame_count,
+            "clip_width": clip.width,
+            "clip_height": clip.height,
+            "clip_audio": clip.audio_present,
+            "clip_audio_duration_s": None if clip.audio_duration_s is None else round(clip.audio_duration_s, 4),
+            "bench_available": bench.available,
+            "bench_max_frames_per_batch": bench.max_frames_per_batch,
+            "bench_peak_vram_gib": bench.peak_vram_gib,
+        }
+        return {key: value for key, value in flat.items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gpu": self.gpu.to_dict(), "clip": self.clip.to_dict(), "benchmark": self.benchmark.to_dict(),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Facts":
+        return cls(gpu=GpuFacts.from_dict(data["gpu"]), clip=ClipFacts.from_dict(data["clip"]),
+                   benchmark=BenchmarkFacts.from_dict(data["benchmark"]), notes=tuple(data.get("notes", ())))
