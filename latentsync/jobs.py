@@ -64,6 +64,9 @@ class JobReport:
     error: Optional[dict[str, Any]] = None
     device: Optional[str] = None
     host: Optional[str] = None
+    settings_applied: dict[str, Any] = field(default_factory=dict)
+    fallbacks_applied: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

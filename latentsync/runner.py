@@ -60,10 +60,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, default=str)
             fh.write("\n")
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; reports are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_inputs(spec: JobSpec) -> None:
@@ -127,8 +134,6 @@ def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobRepor
             warnings.append(message)
     warnings.extend(result.warnings)
     run_plan = plan.to_dict()
-    run_plan["settings_applied"] = settings
-    run_plan["fallbacks_applied"] = applied
     report = JobReport(
         job=spec.to_dict(),
         status="ok",
@@ -146,6 +151,9 @@ def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobRepor
         warnings=warnings,
         device=result.device,
         host=platform.node(),
+        settings_applied=settings,
+        fallbacks_applied=applied,
+        stats=result.stats,
     )
     write_json_atomic(report_path_for(spec), report.to_dict())
     return report
@@ -343,9 +351,13 @@ def run_pipeline(
         models = load_models(spec.weights, device=str(device), dtype=dtype, seed=seed)
     if models.random:
         warnings.append(f"weights: {spec.weights} are RANDOM: the output is not lip-synced")
-    res = models.resolution
-    if int(settings.get("resolution", res)) != res:
-        warnings.append(f"resolution {settings.get('resolution')} ignored: weights {spec.weights} run at {res}")
+    res = int(settings.get("resolution", models.resolution))
+    if res % 64:
+        raise InvalidInputError(f"resolution must be a multiple of 64, got {res}", hint="the run plan's `resolution`")
+    if res != models.resolution:
+        warnings.append(
+            f"face crops at {res} px while weights {spec.weights} were trained at {models.resolution} px"
+        )
 
     with timer.timed("audio_features"):
         features = audio_features(waveform, models.audio_encoder, storage_device="cpu")

@@ -149,7 +149,8 @@ def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
         audio_encoder = load_whisper_encoder(folder / WHISPER_FILE)
         random = False
     unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # nn.Module.to: diffusers' ModelMixin.to logs a spurious "keep in float32: []" warning.
+    vae = torch.nn.Module.to(vae, device=device, dtype=dtype).eval().requires_grad_(False)
     # Whisper runs once per clip; fp32 keeps its features faithful at negligible cost.
     audio_encoder = audio_encoder.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
     return LipSyncModels(
