@@ -486,5 +486,6 @@ def run_pipeline(
             "unet_calls": stats.denoise.unet_calls,
             "cached_calls": stats.denoise.cached_calls,
             "padded_frames": stats.padded_frames,
+            "unet_sample_shape": list(stats.denoise.first_sample_shape),
         },
     )

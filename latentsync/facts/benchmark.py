@@ -43,12 +43,12 @@ class BenchmarkFacts:
 
 
 def default_benchmark_cache() -> Path:
-    """`LATENTSYNC_BENCH_CACHE`, else `$XDG_CACHE_HOME/latentsync/benchmarks.json` (~/.cache/...)."""
+    """`LATENTSYNC_BENCH_CACHE`, else `$XDG_CACHE_HOME/latentsync-runner/benchmark.json` (~/.cache/...)."""
     env = os.environ.get("LATENTSYNC_BENCH_CACHE")
     if env:
         return Path(env)
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "latentsync" / "benchmarks.json"
+    return root / "latentsync-runner" / "benchmark.json"
 
 
 def software_versions() -> dict[str, Optional[str]]:

@@ -75,6 +75,7 @@ class DenoiseStats:
     full_calls: int = 0
     cached_calls: int = 0
     cfg_calls: int = 0
+    first_sample_shape: tuple = ()  # (batch, 13, frames, h, w) of the first UNet call
 
 
 UnetCall = Callable[..., object]
@@ -159,6 +160,7 @@ def denoise(
             stats.full_calls += int(full or branch is None)
             stats.cached_calls += int(not (full or branch is None))
             stats.cfg_calls += int(use_cfg)
+            stats.first_sample_shape = stats.first_sample_shape or tuple(sample.shape)
         if use_cfg:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + settings.guidance_scale * (eps_cond - eps_uncond)

@@ -133,3 +133,43 @@ def test_audio_without_samples_is_a_clear_error(tmp_path):
     with pytest.raises(MediaError):
         run_pipeline(spec, dict(SETTINGS))
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "change, expected_shape",
+    [({}, [2, 13, 16, 16, 16]), ({"chunk_frames": 8, "frames_per_batch": 8}, [2, 13, 8, 16, 16]),
+     ({"resolution": 64}, [2, 13, 16, 8, 8]), ({"cfg_mode": "off"}, [1, 13, 16, 16, 16])],
+)
+def test_chunk_resolution_and_cfg_settings_shape_the_unet_input(tmp_path, change, expected_shape):
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                   output=tmp_path / "o.mp4", weights="random-small")
+    result = run_pipeline(spec, dict(SETTINGS, steps=1, **change))
+    assert result.stats["unet_sample_shape"] == expected_shape
+
+
+def test_seed_makes_runs_reproducible_and_different(tmp_path):
+    outs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                       output=tmp_path / f"{name}.mp4", weights="random-small", seed=seed)
+        run_pipeline(spec, dict(SETTINGS, steps=1))
+        outs.append(read_frames(spec.output)[0])
+    assert np.array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+
+
+def test_cuda_setting_without_cuda_falls_back_to_cpu_and_says_so():
+    from latentsync.runner import resolve_device
+
+    warnings = []
+    device, dtype = resolve_device({"device": "cuda", "precision": "fp16"}, warnings)
+    if not __import__("torch").cuda.is_available():
+        assert device.type == "cpu" and str(dtype) == "torch.float32" and warnings
+
+
+def test_unknown_face_backend_is_a_clear_error(tmp_path):
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                   output=tmp_path / "o.mp4", weights="random-small")
+    with pytest.raises(InvalidInputError, match="face backend"):
+        run_pipeline(spec, dict(SETTINGS, face_backend="dlib"))
+    assert not (tmp_path / "o.mp4").exists()

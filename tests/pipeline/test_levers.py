@@ -1,0 +1,138 @@
+"""Every speed lever of the run plan changes what the pipeline does (CPU proofs).
+
+Denoise-loop levers (steps, scheduler, CFG schedule, DeepCache) are in
+test_denoise.py and tests/models; frames_per_batch is in tests/runner.
+"""
+import numpy as np
+import pytest
+import torch
+
+from latentsync import runner
+from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
+from latentsync.pipeline.denoise import DenoiseSettings
+from latentsync.pipeline.face_synthesis import FaceChunk, FaceSynthesizer, pad_frames
+from latentsync.pipeline.vae import VaeOptions, apply_vae_options, build_random_vae, decode_latents, encode_images
+
+
+@pytest.fixture(scope="module")
+def small_unet():
+    unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
+    randomize_zero_initialized(unet)
+    return unet.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def small_vae():
+    return build_random_vae("small")
+
+
+def synthesizer(unet, vae, dtype=torch.float32, pad=False, **denoise):
+    settings = dict(steps=1, scheduler="ddim", guidance_scale=1.5, cfg_mode="all", cfg_fraction=1.0,
+                    deepcache=False, deepcache_interval=3, deepcache_branch=0)
+    settings.update(denoise)
+    return FaceSynthesizer(
+        unet.to(dtype), torch.nn.Module.to(vae, dtype=dtype), np.ones((64, 64), np.float32), chunk_frames=4,
+        denoise_settings=DenoiseSettings(**settings), vae_options=VaeOptions(batch=4), device="cpu",
+        dtype=dtype, noise=torch.randn(4, 8, 8), pad_partial_chunks=pad,
+    )
+
+
+def chunk(n=4):
+    rng = np.random.default_rng(0)
+    return FaceChunk(crops=rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8), audio=torch.randn(n, 50, 384))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_precision_sets_the_dtype_of_unet_activations(small_unet, small_vae, dtype):
+    seen = []
+    hook = small_unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        synthesizer(small_unet, small_vae, dtype=dtype).run([chunk()])
+    finally:
+        hook.remove()
+        small_unet.to(torch.float32)
+        torch.nn.Module.to(small_vae, dtype=torch.float32)
+    assert seen and set(seen) == {dtype}
+
+
+def test_partial_chunks_are_padded_only_when_asked(small_unet, small_vae):
+    shapes = []
+    hook = small_unet.conv_in.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    try:
+        unpadded = synthesizer(small_unet, small_vae, pad=False)
+        out = unpadded.run([chunk(3)])
+        padded = synthesizer(small_unet, small_vae, pad=True)
+        out_padded = padded.run([chunk(3)])
+    finally:
+        hook.remove()
+    assert shapes[0][0] // 2 == 3 and shapes[1][0] // 2 == 4  # frames are folded into the batch (x2 CFG)
+    assert out[0].shape[0] == out_padded[0].shape[0] == 3
+    assert padded.stats.padded_frames == 1 and unpadded.stats.padded_frames == 0
+
+
+def test_pad_frames_mirrors_the_tail():
+    assert pad_frames(np.arange(3), 7).tolist() == [0, 1, 2, 1, 0, 1, 2]
+    assert pad_frames(np.arange(1), 3).tolist() == [0, 0, 0]
+
+
+def test_vae_batch_sets_the_number_of_vae_calls(small_vae):
+    calls = []
+    hook = small_vae.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        images = torch.randn(10, 3, 64, 64)
+        encode_images(small_vae, images, VaeOptions(batch=4))
+        assert calls == [4, 4, 2]
+        calls.clear()
+        encode_images(small_vae, images, VaeOptions(batch=16))
+        assert calls == [10]
+    finally:
+        hook.remove()
+
+
+def test_vae_slicing_and_tiling_reach_the_vae(small_vae):
+    decoded_batches = []
+    hook = small_vae.decoder.register_forward_hook(lambda m, i, o: decoded_batches.append(i[0].shape))
+    try:
+        apply_vae_options(small_vae, VaeOptions(slicing=True))
+        assert small_vae.use_slicing and not small_vae.use_tiling
+        decode_latents(small_vae, torch.randn(3, 4, 8, 8), VaeOptions(batch=3, slicing=True))
+        assert [s[0] for s in decoded_batches] == [1, 1, 1]  # one image at a time
+        decoded_batches.clear()
+        apply_vae_options(small_vae, VaeOptions(tiling=True))
+        assert small_vae.use_tiling and not small_vae.use_slicing
+        small_vae.tile_sample_min_size, small_vae.tile_latent_min_size = 32, 4
+        decode_latents(small_vae, torch.randn(1, 4, 8, 8), VaeOptions(batch=1, tiling=True))
+        assert len(decoded_batches) > 1 and all(s[-1] < 8 for s in decoded_batches)  # decoded tile by tile
+    finally:
+        hook.remove()
+        apply_vae_options(small_vae, VaeOptions())
+
+
+def test_prepare_unet_applies_attention_backend_and_channels_last(small_unet):
+    model = runner.prepare_unet(small_unet, {"attention_backend": "math", "channels_last": True, "compile": "off"})
+    assert model is small_unet and small_unet.attention_backend == "math"
+    assert small_unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    runner.prepare_unet(small_unet, {"attention_backend": "auto", "channels_last": False, "compile": "off"})
+    assert small_unet.conv_in.weight.is_contiguous()
+
+
+@pytest.mark.parametrize(
+    "compile_mode, graphs, torch_mode",
+    [("default", False, "default"), ("default", True, "reduce-overhead"),
+     ("max-autotune", False, "max-autotune-no-cudagraphs"), ("max-autotune", True, "max-autotune")],
+)
+def test_compile_setting_calls_torch_compile_with_the_mode(small_unet, monkeypatch, compile_mode, graphs, torch_mode):
+    calls = []
+
+    def fake_compile(model, mode=None, dynamic=None):
+        calls.append((model, mode, dynamic))
+        return ("compiled", mode)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    runner._compiled.clear()
+    settings = {"compile": compile_mode, "cuda_graphs": graphs, "attention_backend": "auto", "channels_last": False}
+    first = runner.prepare_unet(small_unet, settings)
+    second = runner.prepare_unet(small_unet, settings)  # compiled once, reused across jobs
+    runner._compiled.clear()
+    assert first == ("compiled", torch_mode) and second is first
+    assert calls == [(small_unet, torch_mode, False)]  # static shapes
