@@ -4,7 +4,7 @@
     jobs = load_plan_file(Path("plan.yaml"))  # JobSpecs (PlanError, exit 2)
     facts = gather_facts(jobs[0], ruleset)    # GPU, clip, benchmark facts
     plan = resolve_plan(jobs[0], facts, ruleset)
-    print(plan.explain_table())
+    text = plan.explain_table()
 
 Importing this package does not import durable-rules; loading a rule set does.
 """

@@ -22,7 +22,7 @@ SMALL_DIMS = {  # OpenAI ModelDimensions, decoder fields included as in a real t
     "n_vocab": 100, "n_text_ctx": 16, "n_text_state": 64, "n_text_head": 2, "n_text_layer": 2,
 }
 
-# Names from openai/whisper model.py for block 0 of the encoder.
+# Names from the OpenAI Whisper model.py for block 0 of the encoder.
 OPENAI_BLOCK_KEYS = {
     "attn.query.weight", "attn.query.bias", "attn.key.weight", "attn.value.weight", "attn.value.bias",
     "attn.out.weight", "attn.out.bias", "attn_ln.weight", "attn_ln.bias",
