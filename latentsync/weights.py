@@ -143,7 +143,7 @@ def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
         folder = Path(weights)
         check_weights_folder(folder)
         version, res = weights_version(weights)
-        config = builtin_unet_config("1.5" if version == "1.5" else "1.6")
+        config = _folder_unet_config(folder) or builtin_unet_config("1.5" if version == "1.5" else "1.6")
         unet = load_unet_checkpoint(folder / UNET_FILE, config, device="cpu", dtype=torch.float32)
         vae = load_vae(folder / VAE_DIR)
         audio_encoder = load_whisper_encoder(folder / WHISPER_FILE)
@@ -164,6 +164,20 @@ def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
         dtype=dtype,
         source=weights,
     )
+
+
+UNET_CONFIG_FILES = ("unet_config.json", "config.yaml", "unet_config.yaml")
+
+
+def _folder_unet_config(folder: Path):
+    """A UNet config kept beside the checkpoint (upstream yaml or JSON), if any."""
+    from .models.unet3d import load_unet_config
+
+    for name in UNET_CONFIG_FILES:
+        if (folder / name).is_file():
+            logger.info("UNet config from {}", folder / name)
+            return load_unet_config(folder / name)
+    return None
 
 
 def fetch_weights(dest: Path, *, version: str = "1.6", snapshot_download=None) -> Path:

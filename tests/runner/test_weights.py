@@ -1,0 +1,100 @@
+"""Weights folders in the official layout, and fetch-weights against a local fake hub."""
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentsync import weights as weights_mod
+from latentsync.errors import CheckpointError
+from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
+from latentsync.models.whisper_encoder import random_whisper_encoder
+from latentsync.pipeline.vae import build_random_vae
+
+
+def make_fake_hub(root: Path) -> dict[str, Path]:
+    """Local folders standing in for the two hub repositories (small random weights)."""
+    lipsync, vae_repo = root / "lipsync-repo", root / "vae-repo"
+    (lipsync / "whisper").mkdir(parents=True)
+    unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
+    randomize_zero_initialized(unet)
+    torch.save({"state_dict": unet.state_dict(), "global_step": 1}, lipsync / "latentsync_unet.pt")
+    encoder = random_whisper_encoder()
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4}
+    torch.save({"dims": dims, "model_state_dict": encoder.openai_state_dict()}, lipsync / "whisper" / "tiny.pt")
+    (lipsync / "README.md").write_text("not wanted\n")
+    build_random_vae("small").save_pretrained(vae_repo, safe_serialization=True)
+    return {weights_mod.HUB_REPOS["1.6"]: lipsync, weights_mod.HUB_VAE_REPO: vae_repo}
+
+
+def fake_snapshot_download(hub):
+    import fnmatch
+
+    def download(repo_id, local_dir, allow_patterns):
+        source = hub[repo_id]
+        for path in source.rglob("*"):
+            rel = path.relative_to(source).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                target = Path(local_dir) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        return local_dir
+
+    return download
+
+
+@pytest.fixture
+def fetched(tmp_path):
+    hub = make_fake_hub(tmp_path / "hub")
+    dest = tmp_path / "weights-1.6"
+    weights_mod.fetch_weights(dest, snapshot_download=fake_snapshot_download(hub))
+    # the small architecture needs its config beside the checkpoint
+    shutil.copy(Path(weights_mod.__file__).parent / "models" / "configs" / "unet_small.json", dest / "unet_config.json")
+    return dest
+
+
+def test_fetch_weights_writes_the_official_layout(fetched):
+    assert (fetched / "latentsync_unet.pt").is_file()
+    assert (fetched / "whisper" / "tiny.pt").is_file()
+    assert (fetched / "vae" / "config.json").is_file()
+    assert not (fetched / "README.md").exists()  # only the files the runner needs
+    assert weights_mod.weights_version(str(fetched)) == ("1.6", 512)
+
+
+def test_a_fetched_folder_loads_strictly(fetched):
+    weights_mod.clear_model_cache()
+    models = weights_mod.load_models(str(fetched), device="cpu")
+    assert not models.random and models.version == "1.6"
+    reference = torch.load(fetched / "latentsync_unet.pt", weights_only=True)["state_dict"]
+    key = "conv_in.weight"
+    assert torch.equal(models.unet.state_dict()[key], reference[key])
+    weights_mod.clear_model_cache()
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(fetched):
+    data = (fetched / "latentsync_unet.pt").read_bytes()
+    (fetched / "latentsync_unet.pt").write_bytes(data[: len(data) // 3])
+    weights_mod.clear_model_cache()
+    with pytest.raises(CheckpointError, match="latentsync_unet.pt"):
+        weights_mod.load_models(str(fetched), device="cpu")
+
+
+def test_an_incomplete_folder_names_what_is_missing(fetched):
+    (fetched / "whisper" / "tiny.pt").unlink()
+    with pytest.raises(CheckpointError, match="whisper/tiny.pt"):
+        weights_mod.check_weights_folder(fetched)
+
+
+def test_random_weights_are_explicit_and_loud(caplog):
+    from loguru import logger
+
+    messages = []
+    sink = logger.add(messages.append, level="WARNING")
+    try:
+        weights_mod.clear_model_cache()
+        models = weights_mod.load_models("random-small", device="cpu")
+    finally:
+        logger.remove(sink)
+        weights_mod.clear_model_cache()
+    assert models.random
+    assert any("NOT lip-synced" in str(m) for m in messages)
