@@ -287,6 +287,38 @@ class _ArraySink:
         self.clip.output_frames.append(frames)
 
 
+class ContactSheet:
+    """Input vs output lower-face crops of a few evenly spaced frames, for a quick look.
+
+    Keeps at most `count` crop pairs (a few hundred KB), whatever the clip length.
+    """
+
+    def __init__(self, n_frames: int, count: int = 8):
+        step = max(1, n_frames // count)
+        self.wanted = set(range(step // 2, n_frames, step))
+        self.pairs: list = []
+
+    def offer(self, start: int, aligned, outputs) -> None:
+        for i in range(len(aligned.faces)):
+            if start + i in self.wanted and aligned.has_face[i]:
+                half = aligned.faces.shape[1] // 2
+                self.pairs.append((start + i, aligned.faces[i, half:].copy(), outputs[i, half:].copy()))
+
+    def write(self, path: Path):
+        """One column per frame: input lower face above, output below. Atomic; None if empty."""
+        import numpy as np
+        from PIL import Image
+
+        if not self.pairs:
+            return None
+        columns = [np.concatenate([before, after], axis=0) for _, before, after in sorted(self.pairs, key=lambda p: p[0])]
+        sheet = np.concatenate(columns, axis=1)
+        tmp = path.with_name(f".{path.name}.partial.png")
+        Image.fromarray(sheet).save(tmp)
+        os.replace(tmp, path)
+        return path
+
+
 def run_pipeline(
     spec: JobSpec, settings: dict, *, progress=None, cancel=None, clip: Optional[ArrayClip] = None
 ) -> PipelineResult:
@@ -403,6 +435,7 @@ def run_pipeline(
                 aligned = aligner.align(chunk.frames, landmarks)
             yield chunk, aligned
 
+    sheet = ContactSheet(n_out) if (spec.contact_sheet and clip is None) else None
     total_batches = -(-n_out // (chunk_frames * chunks_per_batch))
     done_frames = 0
     try:
@@ -445,6 +478,8 @@ def run_pipeline(
                     timer.add("gpu", time.perf_counter() - start)
                 for chunk, aligned in pending:
                     faces = next(outputs) if aligned.has_face.any() else aligned.faces
+                    if sheet is not None:
+                        sheet.offer(chunk.start, aligned, faces)
                     without_face.extend(chunk.start + i for i in aligned.missing)
                     sink.put((chunk.frames, faces, aligned.matrices))
                     done_frames += len(chunk.frames)
@@ -466,6 +501,10 @@ def run_pipeline(
     finally:
         backend.close()
 
+    if sheet is not None:
+        written = sheet.write(Path(str(spec.output) + ".contact.png"))
+        if written is None:
+            warnings.append("no contact sheet: no frame had a face")
     peak_vram = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     if without_face:
         warnings.append(f"{len(without_face)} of {n_out} frames had no usable face and pass through unchanged")

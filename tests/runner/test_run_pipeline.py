@@ -173,3 +173,17 @@ def test_unknown_face_backend_is_a_clear_error(tmp_path):
     with pytest.raises(InvalidInputError, match="face backend"):
         run_pipeline(spec, dict(SETTINGS, face_backend="dlib"))
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_contact_sheet_shows_input_and_output_lower_faces(tmp_path):
+    from PIL import Image
+
+    spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
+                   output=tmp_path / "o.mp4", weights="random-small", contact_sheet=True)
+    run_pipeline(spec, dict(SETTINGS, steps=1))
+    sheet = np.asarray(Image.open(tmp_path / "o.mp4.contact.png"))
+    res = SETTINGS["resolution"]
+    assert sheet.shape == (res, 8 * res, 3)  # 8 frames; input half above, output half below
+    top, bottom = sheet[: res // 2].astype(int), sheet[res // 2 :].astype(int)
+    assert np.abs(top - bottom).mean() > 5  # the repainted mouth differs from the input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "o.mp4.contact.png"]

@@ -1,0 +1,16 @@
+"""latentsync-bench as a library: time the real pipeline stages of the plans the rules pick on this
+machine, write the benchmark cache the engine reads, and say what auto now recommends.
+
+    from latentsync.bench import run_benchmark
+    report = run_benchmark("quick")        # or "full", "stress"; clear=, cache_path=, weights=, progress=
+    print(report.summary)                  # one screen; report.text is the full report
+    report.entry, report.cache_path        # the cache entry written (None when nothing fitted)
+
+Importing this package imports torch (the measurements need it); `latentsync` itself stays light.
+"""
+from .core import (MODES, BenchmarkOptions, BenchmarkReport, CaseResult, StressStep, SummaryRow, cache_problem,
+                   clear_cached_results, run_benchmark)
+from .plot import write_plot
+
+__all__ = ["BenchmarkOptions", "BenchmarkReport", "CaseResult", "MODES", "StressStep", "SummaryRow",
+           "cache_problem", "clear_cached_results", "run_benchmark", "write_plot"]

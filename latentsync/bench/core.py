@@ -1,0 +1,553 @@
+"""`run_benchmark`: time the real GPU stages of the plans the rules pick here, write the cache.
+
+For each distinct plan (see `cases`): the models at their real size (the user's
+weights, else random weights of the official architecture; on a machine without
+CUDA the small config, so the flow stays testable), one batch of
+`frames_per_batch` frames through `FaceSynthesizer` (VAE encode, denoising loop,
+VAE decode, exactly as the runner calls it) after a warm-up, repeated, median.
+Out of memory steps down the plan's own fallback ladder; what still does not fit
+is recorded, never raised. `--stress` then grows frames_per_batch chunk by chunk
+until the device runs out, and records the largest batch that fitted.
+
+The cache is written once, at the end, atomically: an interrupted or failed
+benchmark leaves the previous cache as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from loguru import logger
+
+from ..errors import InvalidInputError
+from ..facts.benchmark import (benchmark_key, default_benchmark_cache, read_benchmark_cache, software_versions,
+                               update_benchmark_cache)
+from ..facts.gpu import GpuFacts, probe_gpu
+from ..jobs import ProgressCallback
+from .cases import BenchCase, PlannedRun, describe, group_cases, resolve_runs, signature
+from .timing import free_device_memory, peak_memory_gib, repeat_timed, reset_peak_memory, timed_call
+
+MODES = ("quick", "full", "stress")
+VIDEO_FPS = 25.0  # LatentSync's training frame rate: "per video second" means 25 frames
+FAKE_SEED = 1247
+
+
+@dataclass
+class BenchmarkOptions:
+    """How hard to measure. The defaults are the real benchmark; `tiny()` is for CI smoke runs."""
+
+    reps: int = 3
+    warmup: int = 1
+    warmup_steps: int = 4  # denoising steps of a warm-up call (enough for CFG and DeepCache shapes)
+    max_steps: Optional[int] = None  # cap on steps (smoke runs only: the numbers stop meaning anything)
+    chunk_frames: Optional[int] = None  # smaller chunks (smoke runs only)
+    stress_max_chunks: int = 8  # --stress tries 1..N chunks per UNet batch
+    resolution: str = "auto"  # "auto" (follow the weights), "256" or "512"
+    rules: Optional[Path] = None
+
+    @classmethod
+    def tiny(cls) -> "BenchmarkOptions":
+        return cls(reps=1, warmup=1, warmup_steps=1, max_steps=2, chunk_frames=2, stress_max_chunks=3)
+
+    @property
+    def reduced(self) -> bool:
+        return self.max_steps is not None or self.chunk_frames is not None
+
+
+@dataclass
+class CaseResult:
+    name: str
+    labels: list[str]
+    modes: list[str]
+    settings: dict[str, Any]
+    status: str  # "ok" | "oom" | "error"
+    frames_per_batch: int
+    seconds_per_batch: Optional[float] = None
+    samples_s: list[float] = field(default_factory=list)
+    warmup_s: list[float] = field(default_factory=list)
+    seconds_per_video_second: Optional[float] = None
+    vae_encode_s_per_chunk: Optional[float] = None
+    vae_decode_s_per_chunk: Optional[float] = None
+    denoise_s_per_chunk: Optional[float] = None  # batch time / chunks - VAE; includes host copies
+    peak_vram_gib: Optional[float] = None
+    unet_calls_per_batch: Optional[int] = None
+    cached_calls_per_batch: Optional[int] = None
+    fallbacks_applied: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+@dataclass
+class StressStep:
+    frames_per_batch: int
+    fits: bool
+    peak_vram_gib: Optional[float] = None
+    seconds: Optional[float] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class SummaryRow:
+    goal: str
+    clip_s: float
+    goal_effective: str
+    settings: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]]  # setting -> (before the benchmark, after)
+    seconds_per_video_second: Optional[float]
+    benchmark_rules: list[str]
+
+
+@dataclass
+class BenchmarkReport:
+    """What one benchmark run found. `text` is the full report, `summary` fits one screen."""
+
+    mode: str
+    gpu: dict[str, Any]
+    device: str
+    weights: str
+    resolution: int
+    precision: str
+    cases: list[CaseResult]
+    stress: list[StressStep]
+    skipped: list[str]
+    entry: Optional[dict[str, Any]]
+    cache_path: Path
+    summary_rows: list[SummaryRow]
+    notes: list[str]
+    seconds: float
+    options: dict[str, Any]
+    text: str = ""
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cache_path"] = str(self.cache_path)
+        return data
+
+
+class _Progress:
+    def __init__(self, callback: Optional[ProgressCallback], total: int):
+        self.callback, self.total, self.done, self.stage = callback, max(1, total), 0, "benchmark"
+
+    def tick(self) -> None:
+        self.done = min(self.total, self.done + 1)
+        if self.callback is not None:
+            self.callback(self.stage, self.done, self.total)
+
+    def skip(self, units: int) -> None:
+        for _ in range(units):
+            self.tick()
+
+
+# ---------------------------------------------------------------- the cache file
+
+
+def cache_problem(path: Path) -> Optional[str]:
+    """Why an existing cache file cannot be used (unreadable, not JSON, not our schema), or None."""
+    from ..engine.schemas import schema_errors
+
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"unreadable ({error})"
+    problems = schema_errors(data, "benchmark_cache")
+    return f"not a latentsync-runner benchmark cache ({problems[0]})" if problems else None
+
+
+def _same_card(key: dict[str, Any], gpu: GpuFacts) -> bool:
+    if key.get("gpu_uuid") and gpu.uuid:
+        return key["gpu_uuid"] == gpu.uuid
+    return key.get("gpu_name") == gpu.name
+
+
+def clear_cached_results(path: Optional[Path] = None, gpu: Optional[GpuFacts] = None) -> int:
+    """Drop this card's entries (every entry when `gpu` is None); returns how many. Atomic."""
+    path = Path(path) if path is not None else default_benchmark_cache()
+    if not path.exists():
+        return 0
+    entries: list[dict[str, Any]] = []
+    if cache_problem(path) is None:
+        entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
+    kept = [entry for entry in entries if gpu is not None and not _same_card(entry["key"], gpu)]
+    temp = path.with_name(f"{path.name}.partial.{os.getpid()}")
+    temp.write_text(json.dumps({"schema_version": 1, "entries": kept}, indent=2), encoding="utf-8")
+    os.replace(temp, path)
+    logger.info("cleared {} benchmark entr{} from {}", len(entries) - len(kept),
+                "y" if len(entries) - len(kept) == 1 else "ies", path)
+    return len(entries) - len(kept)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _random_chunks(k: int, frames: int, res: int, generator: torch.Generator):
+    from ..pipeline.face_synthesis import FaceChunk
+
+    chunks = []
+    for _ in range(k):
+        crops = torch.randint(0, 256, (frames, res, res, 3), generator=generator, dtype=torch.uint8).numpy()
+        chunks.append(FaceChunk(crops=crops, audio=torch.randn(frames, 50, 384, generator=generator)))
+    return chunks
+
+
+def _synthesizer(models, settings: dict[str, Any], device, dtype):
+    from ..faces.mask import face_mask
+    from ..pipeline.denoise import DenoiseSettings
+    from ..pipeline.face_synthesis import FaceSynthesizer
+    from ..pipeline.vae import VaeOptions, apply_vae_options, vae_scale_factor
+    from ..runner import prepare_unet
+
+    unet = prepare_unet(models.unet, settings)
+    vae_options = VaeOptions(slicing=bool(settings["vae_slicing"]), tiling=bool(settings["vae_tiling"]),
+                             batch=int(settings["vae_batch"]))
+    apply_vae_options(models.vae, vae_options)
+    res = int(settings["resolution"])
+    latent = res // vae_scale_factor(models.vae)
+    generator = torch.Generator(device="cpu").manual_seed(FAKE_SEED)
+    noise = torch.randn(4, latent, latent, generator=generator)
+    synth = FaceSynthesizer(unet, models.vae, face_mask(res), chunk_frames=int(settings["chunk_frames"]),
+                            denoise_settings=DenoiseSettings.from_settings(settings), vae_options=vae_options,
+                            device=device, dtype=dtype, noise=noise, pad_partial_chunks=False)
+    k = max(1, int(settings["frames_per_batch"]) // int(settings["chunk_frames"]))
+    return synth, _random_chunks(k, int(settings["chunk_frames"]), res, generator), vae_options
+
+
+_vae_timings: dict[tuple, tuple[float, float]] = {}
+
+
+def _vae_seconds_per_chunk(models, settings, vae_options, device, dtype, options: BenchmarkOptions) -> tuple[float, float]:
+    """Median seconds of VAE encode (masked + reference) and decode for one chunk; cached per option set."""
+    from ..pipeline.vae import decode_latents, encode_images
+
+    frames, res = int(settings["chunk_frames"]), int(settings["resolution"])
+    key = (id(models.vae), res, frames, vae_options.slicing, vae_options.tiling, vae_options.batch, str(dtype))
+    if key not in _vae_timings:
+        pixels = torch.rand(2 * frames, 3, res, res, device=device, dtype=dtype) * 2 - 1
+        latents = encode_images(models.vae, pixels[:frames], vae_options)
+        encode = repeat_timed(lambda: encode_images(models.vae, pixels, vae_options), device,
+                              warmup=options.warmup, reps=options.reps)
+        decode = repeat_timed(lambda: decode_latents(models.vae, latents, vae_options), device,
+                              warmup=options.warmup, reps=options.reps)
+        _vae_timings[key] = (encode.median_s, decode.median_s)
+    return _vae_timings[key]
+
+
+def time_settings(models, settings: dict[str, Any], device, dtype, options: BenchmarkOptions,
+                  tick: Callable[[], None]) -> dict[str, Any]:
+    """Time one batch of `frames_per_batch` frames through FaceSynthesizer with these settings.
+
+    Raises torch.OutOfMemoryError when it does not fit (the caller steps down).
+    """
+    from ..pipeline.face_synthesis import SynthesisStats
+
+    synth, chunks, vae_options = _synthesizer(models, settings, device, dtype)
+    full = synth.settings
+    warm = replace(full, steps=min(full.steps, max(1, options.warmup_steps)))
+
+    def run(denoise_settings):
+        synth.settings = denoise_settings
+        synth.stats = SynthesisStats()
+        synth.run(chunks)
+
+    reset_peak_memory(device)
+    timing = repeat_timed(lambda: run(full), device, warmup=options.warmup, reps=options.reps,
+                          warmup_fn=lambda: run(warm), tick=tick)
+    peak = peak_memory_gib(device)
+    calls, cached = synth.stats.denoise.unet_calls, synth.stats.denoise.cached_calls
+    encode_s, decode_s = _vae_seconds_per_chunk(models, settings, vae_options, device, dtype, options)
+    frames = len(chunks) * int(settings["chunk_frames"])
+    return {
+        "seconds_per_batch": timing.median_s, "samples_s": timing.samples_s, "warmup_s": timing.warmup_s,
+        "seconds_per_video_second": timing.median_s / (frames / VIDEO_FPS),
+        "vae_encode_s_per_chunk": encode_s, "vae_decode_s_per_chunk": decode_s,
+        "denoise_s_per_chunk": max(0.0, timing.median_s / len(chunks) - encode_s - decode_s),
+        "peak_vram_gib": peak, "unet_calls_per_batch": calls, "cached_calls_per_batch": cached,
+    }
+
+
+def _short_error(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def measure_case(case: BenchCase, models, device, dtype, options: BenchmarkOptions,
+                 progress: _Progress) -> CaseResult:
+    """Time a case; on out-of-memory step down the plan's fallback ladder and try again."""
+    settings = dict(case.settings)
+    ladder = list(case.fallbacks)
+    applied: list[str] = []
+    units = options.warmup + max(1, options.reps)
+    while True:
+        progress.stage = case.name
+        start_done = progress.done
+        failure: Optional[str] = None
+        try:
+            measured = time_settings(models, settings, device, dtype, options, progress.tick)
+            return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings, status="ok",
+                              frames_per_batch=int(settings["frames_per_batch"]), fallbacks_applied=applied,
+                              **measured)
+        except torch.OutOfMemoryError as error:
+            failure = _short_error(error)
+        free_device_memory(device)  # outside `except`: the traceback no longer pins the tensors
+        progress.skip(max(0, units - (progress.done - start_done)))
+        progress.total += units if ladder else 0
+        if not ladder:
+            logger.warning("{}: out of memory even after {} fallback step(s); recorded as the limit", case.name,
+                           len(applied))
+            return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings,
+                              status="oom", frames_per_batch=int(settings["frames_per_batch"]),
+                              fallbacks_applied=applied, error=failure)
+        step = ladder.pop(0)
+        settings.update(step["set"])
+        applied.append(step["rule"])
+        logger.warning("{}: out of memory; stepping down with {} ({})", case.name, step["rule"], step["set"])
+
+
+def stress_batches(models, settings: dict[str, Any], device, dtype, options: BenchmarkOptions,
+                   progress: _Progress) -> list[StressStep]:
+    """Grow frames_per_batch one chunk at a time until the device runs out; one capped run each."""
+    chunk = int(settings["chunk_frames"])
+    steps = max(options.warmup_steps, int(settings.get("deepcache_interval", 1)) + 1)
+    found: list[StressStep] = []
+    for chunks in range(1, options.stress_max_chunks + 1):
+        trial = dict(settings, frames_per_batch=chunks * chunk, steps=min(int(settings["steps"]), steps))
+        progress.stage = f"stress b{trial['frames_per_batch']}"
+        failure: Optional[str] = None
+        try:
+            synth, batch, _ = _synthesizer(models, trial, device, dtype)
+            reset_peak_memory(device)
+            seconds = timed_call(lambda: synth.run(batch), device)
+            found.append(StressStep(trial["frames_per_batch"], True, peak_memory_gib(device), seconds))
+        except torch.OutOfMemoryError as error:
+            failure = _short_error(error)
+        synth = batch = None  # noqa: F841  (drop the batch before the next, larger one)
+        free_device_memory(device)
+        progress.tick()
+        if failure is not None:
+            found.append(StressStep(trial["frames_per_batch"], False, error=failure))
+            logger.info("stress: {} frames per batch ran out of memory; the limit is {}",
+                        trial["frames_per_batch"], trial["frames_per_batch"] - chunk)
+            progress.skip(options.stress_max_chunks - chunks)
+            break
+    return found
+
+
+# ---------------------------------------------------------------- planning and summary
+
+
+def _weights_and_resolution(weights: Optional[str], resolution: str, gpu: GpuFacts) -> tuple[str, Optional[int]]:
+    """Which weights to time and the resolution override (None: follow the weights/rules)."""
+    from ..weights import weights_version
+
+    if resolution not in ("auto", "256", "512"):
+        raise InvalidInputError(f"--resolution must be 256, 512 or auto, got {resolution!r}")
+    if gpu.device != "cuda":
+        if weights not in (None, "random-small"):
+            logger.warning("no CUDA GPU: timing the small config (random-small) instead of {}", weights)
+        return "random-small", None
+    if weights is None:
+        return ("random-1.5" if resolution == "256" else "random"), None
+    if str(weights) not in ("random", "random-1.6", "random-1.5", "random-small"):
+        from ..weights import check_weights_folder
+
+        check_weights_folder(Path(weights))
+    _, native = weights_version(str(weights))
+    chosen = native if resolution == "auto" else int(resolution)
+    return str(weights), chosen
+
+
+def _shrink(settings: dict[str, Any], options: BenchmarkOptions) -> dict[str, Any]:
+    """Apply the smoke-run knobs (steps cap, smaller chunks) to resolved settings."""
+    settings = dict(settings)
+    if options.max_steps is not None:
+        settings["steps"] = min(int(settings["steps"]), options.max_steps)
+    if options.chunk_frames is not None:
+        chunks = max(1, int(settings["frames_per_batch"]) // int(settings["chunk_frames"]))
+        settings["chunk_frames"] = options.chunk_frames
+        settings["frames_per_batch"] = chunks * options.chunk_frames
+    return settings
+
+
+def summary_grid(ruleset, weights: str, *, free_vram_gib: Optional[float], cache: Path,
+                 overrides: Optional[dict[str, Any]]) -> dict[tuple[str, float], Any]:
+    """(goal, clip seconds) -> resolved RunPlan, for every goal and clip class."""
+    from ..engine import gather_facts, resolve_plan
+    from .cases import CLIP_SECONDS, planning_job
+
+    plans = {}
+    for goal in ("auto", "quality", "balanced", "preview"):
+        for seconds in CLIP_SECONDS.values():
+            job = planning_job(weights, goal=goal, duration=seconds, free_vram_gib=free_vram_gib,
+                               overrides=overrides)
+            plans[(goal, seconds)] = resolve_plan(job, gather_facts(job, ruleset, benchmark_cache=cache), ruleset)
+    return plans
+
+
+def summary_rows(before: dict, after: dict, results: list[CaseResult], options: BenchmarkOptions) -> list[SummaryRow]:
+    measured = {signature(r.settings): r.seconds_per_video_second for r in results if r.status == "ok"}
+    rows = []
+    for key, plan in after.items():
+        old = before[key].settings
+        changed = {name: (old.get(name), value) for name, value in plan.settings.items() if old.get(name) != value}
+        bench_rules = sorted({source.rule for source in plan.sources.values() if source.rule.startswith("bench.")})
+        rows.append(SummaryRow(goal=key[0], clip_s=key[1], goal_effective=plan.goal, settings=dict(plan.settings),
+                               changed=changed, seconds_per_video_second=measured.get(
+                                   signature(_shrink(plan.settings, options))), benchmark_rules=bench_rules))
+    return rows
+
+
+def build_entry(gpu: GpuFacts, results: list[CaseResult], stress: list[StressStep], *, resolution: int,
+                precision: str, mode: str, options: BenchmarkOptions) -> Optional[dict[str, Any]]:
+    """The cache entry (schemas/benchmark_cache.schema.json), or None when nothing ran."""
+    ok = [r for r in results if r.status == "ok"]
+    if not ok:
+        return None
+    modes: dict[str, dict[str, Any]] = {}
+    for result in ok:
+        for mode_name in result.modes:
+            item: dict[str, Any] = {"seconds_per_video_second": round(result.seconds_per_video_second, 4),
+                                    "frames_per_batch": result.frames_per_batch}
+            if result.peak_vram_gib is not None:
+                item["peak_vram_gib"] = round(result.peak_vram_gib, 3)
+            modes[mode_name] = item
+    fitted = [step.frames_per_batch for step in stress if step.fits]
+    ran = max(r.frames_per_batch for r in ok)
+    peaks = [r.peak_vram_gib for r in ok if r.peak_vram_gib is not None] + \
+            [s.peak_vram_gib for s in stress if s.fits and s.peak_vram_gib is not None]
+    notes = [f"latentsync-bench --{mode}, {len(ok)} plan(s) timed, GPU stages only (VAE encode, denoise, VAE decode)"]
+    if stress:
+        limit_hit = any(not step.fits for step in stress)
+        notes.append(f"stress: largest batch that fitted {max(fitted) if fitted else 'none'} frames"
+                     + ("" if limit_hit else f" (search stopped at {options.stress_max_chunks} chunks, no limit hit)"))
+    else:
+        notes.append("max_frames_per_batch is the largest batch timed, not searched (run --stress to search)")
+    if options.reduced:
+        notes.append(f"SMOKE RUN (max_steps={options.max_steps}, chunk_frames={options.chunk_frames}): "
+                     "not representative")
+    entry: dict[str, Any] = {
+        "key": benchmark_key(gpu),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "precision": precision,
+        "modes": modes,
+        "max_frames_per_batch": max(fitted) if fitted else ran,
+        "peak_vram_gib": round(max(peaks), 3) if peaks else 0.0,
+        "note": "; ".join(notes),
+    }
+    if resolution in (256, 512):  # the schema knows the model's two sizes; the small test config has none
+        entry["resolution"] = resolution
+    return entry
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_benchmark(mode: str = "quick", *, clear: bool = False, cache_path=None, weights=None,
+                  progress: Optional[ProgressCallback] = None,
+                  options: Optional[BenchmarkOptions] = None) -> BenchmarkReport:
+    """Measure this machine, write the benchmark cache, and return the report.
+
+    mode: "quick" (the plans auto, each goal and the non-compiling speed modes pick
+    here), "full" (also every preset x speed mode x DeepCache on/off, torch.compile
+    included) or "stress" (quick, then the largest frames_per_batch that fits).
+    clear: drop this card's cached results first. progress(stage, done, total).
+    """
+    from ..engine import load_ruleset
+    from ..runner import resolve_device
+    from ..weights import load_models
+    from .report import format_report, format_summary
+
+    if mode not in MODES:
+        raise InvalidInputError(f"benchmark mode must be one of {', '.join(MODES)}, got {mode!r}")
+    options = options or BenchmarkOptions()
+    started = time.perf_counter()
+    path = Path(cache_path).expanduser() if cache_path is not None else default_benchmark_cache()
+    notes: list[str] = []
+    problem = cache_problem(path)
+    if problem:
+        message = f"benchmark cache {path} is {problem}: ignored, it will be rebuilt"
+        logger.warning(message)
+        notes.append(message)
+
+    gpu = probe_gpu()
+    if gpu.device != "cuda":
+        message = ("no CUDA GPU: benchmarking the CPU with the small config (random-small); these numbers say "
+                   "nothing about a GPU and the rules ignore CPU entries")
+        logger.warning(message)
+        notes.append(message)
+    if clear:
+        removed = clear_cached_results(path, gpu)
+        notes.append(f"--clear: dropped {removed} cached entr{'y' if removed == 1 else 'ies'} for {gpu.name}")
+    weights_name, resolution_override = _weights_and_resolution(weights, options.resolution, gpu)
+    overrides = {"resolution": resolution_override} if resolution_override else None
+    ruleset = load_ruleset(options.rules)
+    free_vram = gpu.vram_free_gib if gpu.device == "cuda" else None
+
+    runs: list[PlannedRun] = resolve_runs(mode, ruleset, weights_name, free_vram_gib=free_vram,
+                                          benchmark_cache=path, overrides=overrides)
+    before = summary_grid(ruleset, weights_name, free_vram_gib=free_vram, cache=path, overrides=overrides)
+    cases, skipped = group_cases(runs, include_compiled=(mode == "full"))
+    for case in cases:
+        case.settings = _shrink(case.settings, options)
+    if skipped:
+        notes.append("not timed in --{} (torch.compile takes minutes cold; use --full): {}".format(
+            mode, ", ".join(run.label for run in skipped)))
+
+    units = sum(options.warmup + max(1, options.reps) for _ in cases)
+    if mode == "stress":
+        units += options.stress_max_chunks
+    tracker = _Progress(progress, units)
+    results: list[CaseResult] = []
+    loaded: dict[str, Any] = {}
+    device = dtype = None
+    for case in cases:
+        warnings: list[str] = []
+        device, dtype = resolve_device(case.settings, warnings)
+        if str(dtype) not in loaded:
+            loaded.clear()
+            loaded[str(dtype)] = load_models(weights_name, device=str(device), dtype=dtype, seed=FAKE_SEED)
+        models = loaded[str(dtype)]
+        case.settings["resolution"] = int(resolution_override or case.settings["resolution"])
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        logger.info("timing {} ({})", case.name, ", ".join(case.labels))
+        results.append(measure_case(case, models, device, dtype, options, tracker))
+
+    stress: list[StressStep] = []
+    if mode == "stress" and results:
+        ok = [r for r in results if r.status == "ok"] or results
+        heaviest = max(ok, key=lambda r: (r.peak_vram_gib or 0.0, r.settings["guidance_scale"] > 1.0))
+        stress = stress_batches(loaded[str(dtype)], heaviest.settings, device, dtype, options, tracker)
+
+    precision = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
+    resolution = int(cases[0].settings["resolution"]) if cases else 0
+    entry = build_entry(gpu, results, stress, resolution=resolution, precision=precision, mode=mode,
+                        options=options)
+    loaded.clear()
+    free_device_memory(device or torch.device("cpu"))
+    if entry is not None:
+        update_benchmark_cache(path, entry)
+        logger.info("wrote benchmark results for {} to {}", gpu.name, path)
+    else:
+        notes.append(f"nothing fitted in memory: {path} was left as it was")
+    # Resolve again now that the cache holds the measurements: what do they change?
+    after = summary_grid(ruleset, weights_name, free_vram_gib=free_vram, cache=path, overrides=overrides)
+    bench_facts = read_benchmark_cache(path, gpu)
+    if not bench_facts.available:
+        notes.append(f"the rules do not use this entry: {bench_facts.reason}")
+    report = BenchmarkReport(
+        mode=mode, gpu=gpu.to_dict(), device=str(device), weights=weights_name, resolution=resolution,
+        precision=precision, cases=results, stress=stress, skipped=[run.label for run in skipped], entry=entry,
+        cache_path=path, summary_rows=summary_rows(before, after, results, options), notes=notes,
+        seconds=time.perf_counter() - started, options=asdict(options) | {"rules": str(options.rules or "")},
+    )
+    report.options["software"] = software_versions()
+    report.text = format_report(report)
+    report.summary = format_summary(report)
+    return report
