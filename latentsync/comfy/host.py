@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from loguru import logger
-
 MODEL_FOLDER = "latentsync"  # models/latentsync/ in ComfyUI's model tree
 RANDOM_WEIGHT_CHOICES = ("random-small", "random")
 UNET_FILE = "latentsync_unet.pt"  # marks a folder in the official weights layout

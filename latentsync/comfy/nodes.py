@@ -217,7 +217,9 @@ class LatentSync:
             host.raise_interrupt()  # ComfyUI's own "interrupted", not an error
             raise
         except Exception as error:
-            if type(error).__name__ == "OutOfMemoryError" and type(error).__module__.startswith("torch"):
+            import torch
+
+            if isinstance(error, torch.OutOfMemoryError):
                 raise OutOfMemoryError(
                     "out of GPU memory while lip-syncing",
                     hint="connect LatentSync Auto-Optimize (it plans batches for the free VRAM), pick "

@@ -1,7 +1,6 @@
 """The nodes end to end on the CPU: real face frames, random-small weights, two denoising steps."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -95,7 +95,7 @@ def test_cpu_plan_runs_on_the_cpu(ruleset):
         settings = plan.settings
         assert (settings["device"], settings["precision"], settings["compile"], settings["cuda_graphs"]) == \
             ("cpu", "fp32", "off", False)
-        assert settings["attention_backend"] not in ("flash", "efficient") and settings["resolution"] == 256
+        assert settings["attention_backend"] not in ("flash", "efficient") and settings["resolution"] == 128
         assert plan.fallbacks == []
 
 
@@ -175,4 +175,4 @@ def test_example_plan_resolves_on_this_machine(ruleset):
     facts = gather_facts(dataclasses.replace(spec, assume={}), ruleset)
     plan = resolve_plan(spec, facts, ruleset)
     assert plan.facts["clip_frames"] == 75 and plan.facts["clip_audio"] is True
-    assert plan.settings["resolution"] == 256
+    assert plan.settings["resolution"] == 128
