@@ -28,13 +28,18 @@ class ArrayResult:
     frames_without_face: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # UNet calls, cached calls, padded frames
+    settings_applied: dict[str, Any] = field(default_factory=dict)  # after any out-of-memory fallbacks
+    fallbacks_applied: list[dict] = field(default_factory=list)
 
 
 def resample_audio(audio, sample_rate: int):
-    """Any rate, mono or (channels, samples) / (samples, channels) -> 16 kHz mono float32."""
+    """Any rate, mono or (channels, samples) / (samples, channels) -> 16 kHz mono float32.
+
+    Uses FFmpeg's resampler through PyAV, the same one `load_audio` uses for files.
+    """
+    import av
     import numpy as np
-    import torch
-    import torch.nn.functional as F
 
     wave = np.asarray(audio, dtype=np.float32)
     if wave.ndim == 2:
@@ -42,24 +47,17 @@ def resample_audio(audio, sample_rate: int):
         wave = wave.mean(axis=channel_axis)
     if wave.ndim != 1:
         raise MediaError(f"audio must be mono or (channels, samples), got shape {np.shape(audio)}")
-    if sample_rate == AUDIO_RATE or wave.size == 0:
-        return wave
-    # Band-limited resampling with a windowed sinc (torchaudio is not a dependency).
-    from fractions import Fraction
-
-    ratio = Fraction(AUDIO_RATE, int(sample_rate))
-    up, down = ratio.numerator, ratio.denominator
-    cutoff = min(1.0, up / down) * 0.95
-    half = 32 * max(up, down) // max(1, min(up, down)) if max(up, down) <= 16 else 64
-    taps = torch.arange(-half * up, half * up + 1, dtype=torch.float64) / up
-    kernel = cutoff * torch.sinc(cutoff * taps) * torch.hann_window(taps.numel(), periodic=False, dtype=torch.float64)
-    signal = torch.from_numpy(wave.astype(np.float64))
-    upsampled = torch.zeros(signal.numel() * up, dtype=torch.float64)
-    upsampled[::up] = signal * up
-    filtered = F.conv1d(upsampled[None, None], kernel.flip(0)[None, None], padding=kernel.numel() // 2)[0, 0]
-    out = filtered[::down] / up * 1.0
-    n_out = int(round(wave.size * AUDIO_RATE / sample_rate))
-    return out[:n_out].to(torch.float32).numpy() * 1.0
+    if int(sample_rate) <= 0:
+        raise MediaError(f"sample rate must be positive, got {sample_rate!r}")
+    if int(sample_rate) == AUDIO_RATE or wave.size == 0:
+        return np.ascontiguousarray(wave)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, :]), format="flt", layout="mono")
+    frame.sample_rate = int(sample_rate)
+    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # flush
+    out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return out[: int(round(wave.size * AUDIO_RATE / int(sample_rate)))].astype(np.float32)
 
 
 def plan_for_arrays(
@@ -111,7 +109,7 @@ def lipsync_arrays(
     """Lip-sync frames held in memory to `audio`. `plan` (a RunPlan) skips resolving one."""
     import numpy as np
 
-    from .runner import ArrayClip, run_pipeline
+    from .runner import ArrayClip, run_with_fallbacks
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
@@ -130,10 +128,13 @@ def lipsync_arrays(
         )
     spec = JobSpec(video=Path("<memory>"), output=Path("<memory>"), weights=weights, seed=seed)
     clip = ArrayClip(frames=frames, fps=float(fps), audio_16k=wave)
-    result = run_pipeline(spec, dict(plan.settings), progress=progress, cancel=cancel, clip=clip)
+    result, settings, applied, ladder_warnings = run_with_fallbacks(
+        spec, plan.settings, plan.fallbacks, progress=progress, cancel=cancel, clip=clip
+    )
     out = np.concatenate(clip.output_frames) if clip.output_frames else frames[:0]
     audio_out = wave[: int(round(len(out) / fps * AUDIO_RATE))]
     return ArrayResult(
         frames=out, audio_16k=audio_out, fps=float(fps), plan=plan,
-        frames_without_face=result.frames_without_face, warnings=result.warnings, timings=result.timings,
+        frames_without_face=result.frames_without_face, warnings=ladder_warnings + result.warnings,
+        timings=result.timings, stats=result.stats, settings_applied=settings, fallbacks_applied=applied,
     )

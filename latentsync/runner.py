@@ -105,19 +105,25 @@ def run_job(
     return execute_plan(spec, plan, progress=progress, cancel=cancel)
 
 
-def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobReport:
-    """Run a resolved plan, stepping down the out-of-memory ladder if the device runs out."""
+def run_with_fallbacks(spec: JobSpec, settings: dict, fallbacks, *, progress=None, cancel=None, clip=None):
+    """Run the pipeline; on device out-of-memory apply the plan's fallback steps in order.
+
+    Each step's `set` is applied on top of the previous ones and the whole clip
+    is run again (a failed attempt leaves no output). Returns
+    (result, settings_applied, steps_applied, warnings).
+    """
     import torch
 
-    started = time.perf_counter()
-    settings = dict(plan.settings)
-    ladder = list(plan.fallbacks or [])
-    warnings: list[str] = list(getattr(plan, "notes", []) or [])
+    settings = dict(settings)
+    ladder = list(fallbacks or [])
     applied: list[dict] = []
+    warnings: list[str] = []
     while True:
+        if clip is not None:
+            clip.output_frames.clear()
         try:
-            result = run_pipeline(spec, settings, progress=progress, cancel=cancel)
-            break
+            result = run_pipeline(spec, settings, progress=progress, cancel=cancel, clip=clip)
+            return result, settings, applied, warnings
         except torch.OutOfMemoryError as exc:
             _free_device_memory()
             if not ladder:
@@ -129,9 +135,18 @@ def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobRepor
             changes = step.get("set", step)
             settings.update(changes)
             applied.append(step)
-            message = f"out of memory: stepping down to {changes} (rule {step.get('rule_id', '?')})"
+            message = f"out of memory: stepping down to {changes} (rule {step.get('rule', '?')})"
             logger.warning(message)
             warnings.append(message)
+
+
+def execute_plan(spec: JobSpec, plan, *, progress=None, cancel=None) -> JobReport:
+    """Run a resolved plan, stepping down the out-of-memory ladder if the device runs out."""
+    started = time.perf_counter()
+    result, settings, applied, ladder_warnings = run_with_fallbacks(
+        spec, plan.settings, plan.fallbacks, progress=progress, cancel=cancel
+    )
+    warnings: list[str] = list(getattr(plan, "notes", []) or []) + ladder_warnings
     warnings.extend(result.warnings)
     run_plan = plan.to_dict()
     report = JobReport(

@@ -2,6 +2,7 @@
 
     latentsync-run PLAN.yaml [--dry-run] [--rules DIR] [--json] [--contact-sheet]
     latentsync-run watch INBOX --out OUTBOX [--rules DIR] [--poll [SECONDS]] [--retries N] [--once]
+    latentsync-run batch PLANS... [--ray [ADDRESS]] [--rules DIR] [--retries N] [--failed DIR] [--json]
     latentsync-run fetch-weights DIR
 
 Errors print one line naming the file and field (plus a hint); `--verbose` adds
@@ -25,7 +26,7 @@ from loguru import logger
 from ..errors import LatentSyncError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_INVALID_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "watch", "fetch-weights")
+COMMANDS = ("run", "watch", "batch", "fetch-weights")
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -43,6 +44,8 @@ LatentSync lip-sync runner.
       run the job(s) of a plan; --dry-run prints the explained run plan and exits
   latentsync-run watch INBOX --out OUTBOX [--rules DIR] [--poll [SECONDS]] [--retries N] [--once]
       watch a drop folder: clip.mp4 (+ clip.wav|mp3|m4a) or NAME.plan.yaml in, lip-synced clip out
+  latentsync-run batch PLANS... [--ray [ADDRESS]]
+      run the jobs of many plans on a Ray cluster, one task per clip (needs the ray extra)
   latentsync-run fetch-weights DIR
       download the official weights into DIR (needs huggingface_hub and internet)
 
@@ -248,7 +251,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     )
     executor = _load_callable(args.executor) if args.executor else None
     rules_loader = _load_callable(args.rules_loader) if args.rules_loader else None
-    watcher = Watcher(config, executor=executor, rules_loader=rules_loader)
+    if args.ray is not None:
+        from ..distributed import require_ray
+
+        require_ray()  # exit 2 with the install hint before anything else happens
+        from ..distributed.watch import RayWatcher
+
+        watcher: Any = RayWatcher(config, address=args.ray or None, executor=executor, rules_loader=rules_loader,
+                                  cpus_per_task=args.cpus_per_task)
+    else:
+        watcher = Watcher(config, executor=executor, rules_loader=rules_loader)
     try:
         summary = watcher.run(once=args.once)
     except KeyboardInterrupt:
@@ -257,6 +269,52 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     if args.once and summary.failed:
         return EXIT_JOB_FAILED
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- batch on Ray
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from ..distributed import require_ray
+
+    require_ray()  # exit 2 with the install hint before anything else happens
+    _setup_console_logging(args.verbose, through_tqdm=True)
+    from ..distributed.batch import run_batch
+    from ..engine import load_plan_file, load_ruleset
+
+    if args.rules:
+        load_ruleset(Path(args.rules))  # invalid rules fail here, once, not on every worker
+    specs = [spec for plan in args.plans for spec in load_plan_file(Path(plan))]
+    executor = _load_callable(args.executor) if args.executor else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("{}: stopping the batch (again to abort now)", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = run_batch(specs, rules=Path(args.rules) if args.rules else None, executor=executor,
+                           address=args.ray or None, max_retries=args.retries,
+                           failed_dir=Path(args.failed) if args.failed else None, benchmark_cache=args.benchmark_cache,
+                           cpus_per_task=args.cpus_per_task, cancel=stop.is_set)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        for clip in result.clips:
+            where = f"{clip.placement.get('host', '?')} GPU {','.join(clip.placement.get('gpu_ids') or []) or '-'}"
+            if clip.status == "ok":
+                print(f"ok      {clip.name} -> {clip.output} ({clip.seconds:.1f} s on {where})")
+            else:
+                message = (clip.error or {}).get("message", clip.status)
+                print(f"{clip.status:<8}{clip.name}: {message}" + (f" -> {clip.error_file}" if clip.error_file else ""))
+        print(f"{len(result.ok)}/{len(result.clips)} clips in {result.seconds:.1f} s ({result.clips_per_second:.3f} clips/s)")
+    return result.exit_code
 
 
 # --------------------------------------------------------------------------- fetch-weights
@@ -278,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="latentsync-run", description=TOP_DESCRIPTION, epilog=EXIT_CODES_HELP,
                                      formatter_class=formatter)
-    commands = parser.add_subparsers(dest="command", metavar="{PLAN.yaml,watch,fetch-weights}")
+    commands = parser.add_subparsers(dest="command", metavar="{PLAN.yaml,watch,batch,fetch-weights}")
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
@@ -328,7 +386,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="advanced: call this instead of latentsync.runner.run_job (same signature); "
                             "MODULE:FACTORY() calls a factory once")
     watch.add_argument("--rules-loader", metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
+    watch.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run the jobs on a Ray cluster, one per GPU at a time (ADDRESS: auto, HOST:6379 or "
+                            "ray://HOST:10001; none: RAY_ADDRESS or a local Ray); INBOX and OUTBOX must be shared storage")
+    watch.add_argument("--cpus-per-task", type=float, default=1.0, metavar="N",
+                       help="with --ray on a cluster without GPUs: CPUs per job (default 1)")
     common(watch)
+
+    batch = commands.add_parser(
+        "batch", help="run many plans on a Ray cluster", formatter_class=formatter, epilog=EXIT_CODES_HELP,
+        description=(
+            "Run the jobs of PLANS on a Ray cluster: one Ray task per clip, one GPU each (or\n"
+            "--cpus-per-task CPUs without GPUs). Every worker resolves its own run plan from its own\n"
+            "GPU with the rules shipped from here (no shared rules folder needed); inputs and outputs\n"
+            "must be paths every node can read and write (shared storage). A clip that still fails\n"
+            "after --retries retries gets FAILED/NAME.error.json; inputs are never moved.\n"
+            "Needs the ray extra: pip install 'latentsync-runner[ray]'."))
+    batch.add_argument("plans", nargs="+", metavar="PLAN.yaml")
+    batch.add_argument("--ray", nargs="?", const="", default="", metavar="ADDRESS",
+                       help="the cluster (auto, HOST:6379, ray://HOST:10001); none: RAY_ADDRESS or a local Ray")
+    batch.add_argument("--rules", metavar="DIR", help="rules folder shipped to every task (default: the bundled rules/v1)")
+    batch.add_argument("--retries", type=int, default=2, metavar="N",
+                       help="Ray retries after a transient error or a dead worker (default 2)")
+    batch.add_argument("--failed", metavar="DIR", help="where error reports go (default: failed/ beside each output)")
+    batch.add_argument("--json", action="store_true", help="print the batch result as JSON on stdout")
+    batch.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings (a path every node can read)")
+    batch.add_argument("--cpus-per-task", type=float, default=1.0, metavar="N", help="CPUs per clip on a cluster without GPUs")
+    batch.add_argument("--executor", metavar="MODULE:CALLABLE", help=argparse.SUPPRESS)
+    common(batch)
 
     fetch = commands.add_parser("fetch-weights", help="download the official weights into DIR",
                                 description="Download the official LatentSync weights (official layout) into DIR.",
@@ -347,7 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INVALID_INPUT
     args = parser.parse_args(arguments)
-    handlers = {"run": _cmd_run, "watch": _cmd_watch, "fetch-weights": _cmd_fetch_weights}
+    handlers = {"run": _cmd_run, "watch": _cmd_watch, "batch": _cmd_batch, "fetch-weights": _cmd_fetch_weights}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ def connect(
     num_cpus: Optional[int] = None,
     num_gpus: Optional[int] = None,
     temp_dir: Optional[Path] = None,
+    object_store_memory: Optional[int] = None,
     log_to_driver: bool = False,
 ) -> Any:
     """Join the Ray cluster at `address` ("auto", "HOST:PORT", "ray://HOST:10001"), or start a local one (None).
@@ -49,6 +50,8 @@ def connect(
             options["num_cpus"] = num_cpus
         if num_gpus is not None:
             options["num_gpus"] = num_gpus
+        if object_store_memory is not None:
+            options["object_store_memory"] = object_store_memory
         if temp_dir is not None:
             options["_temp_dir"] = str(temp_dir)
     try:
