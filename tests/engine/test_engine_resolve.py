@@ -176,3 +176,28 @@ def test_example_plan_resolves_on_this_machine(ruleset):
     plan = resolve_plan(spec, facts, ruleset)
     assert plan.facts["clip_frames"] == 75 and plan.facts["clip_audio"] is True
     assert plan.settings["resolution"] == 128
+
+
+def test_rules_resolve_without_durable_rules_installed(monkeypatch):
+    """durable-rules fails to build on some Pythons: the built-in evaluator takes over."""
+    import builtins
+    from pathlib import Path
+
+    from latentsync.engine import load_ruleset, resolve_plan
+    from latentsync.engine.backends import OracleMatcher
+    from latentsync.facts import gather_facts
+    from latentsync.jobs import JobSpec
+
+    real_import = builtins.__import__
+
+    def no_durable(name, *args, **kwargs):
+        if name.startswith("durable"):
+            raise ImportError("No module named 'durable_rules_engine' (simulated)")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_durable)
+    ruleset = load_ruleset()
+    assert isinstance(ruleset.snapshot().matcher, OracleMatcher)
+    job = JobSpec(video=Path("missing.mp4"), output=Path("o.mp4"), assume={"gpu": "rtx4060-8gb", "duration": 3})
+    plan = resolve_plan(job, gather_facts(job, ruleset), ruleset)
+    assert plan.settings["vae_tiling"] is True and plan.sources["vae_tiling"].rule == "mem.free-lt-10"
