@@ -30,6 +30,8 @@ class FactSpec:
     derived: bool = False  # set by `stage: derive` rules, not probed
 
 
+BENCH_MODES = ("normal", "fast", "turbo", "ultra")  # speed modes latentsync-bench times
+
 FACTS: dict[str, FactSpec] = {
     # GPU (or CPU) the run would use
     "device": FactSpec("string", "cuda or cpu", ("cuda", "cpu")),
@@ -52,6 +54,13 @@ FACTS: dict[str, FactSpec] = {
     "bench_available": FactSpec("boolean", "a fresh benchmark for this GPU and software exists"),
     "bench_max_frames_per_batch": FactSpec("integer", "largest frames_per_batch that fit", always=False),
     "bench_peak_vram_gib": FactSpec("number", "peak VRAM of the benchmark run, GiB", always=False),
+    "bench_s_per_video_s_normal": FactSpec("number", "measured GPU s per video-second, speed mode normal",
+                                           always=False),
+    "bench_s_per_video_s_fast": FactSpec("number", "measured GPU s per video-second, speed mode fast", always=False),
+    "bench_s_per_video_s_turbo": FactSpec("number", "measured GPU s per video-second, speed mode turbo",
+                                          always=False),
+    "bench_s_per_video_s_ultra": FactSpec("number", "measured GPU s per video-second, speed mode ultra",
+                                          always=False),
     # the job
     "goal": FactSpec("string", "the job's goal", GOALS),
     "quality_preset": FactSpec("string", "the job's quality preset", QUALITY_PRESETS, always=False),
@@ -115,6 +124,11 @@ class Facts:
             "bench_max_frames_per_batch": bench.max_frames_per_batch,
             "bench_peak_vram_gib": bench.peak_vram_gib,
         }
+        if bench.available:
+            for mode, measured in (bench.modes or {}).items():
+                seconds = measured.get("seconds_per_video_second") if isinstance(measured, dict) else None
+                if mode in BENCH_MODES and isinstance(seconds, (int, float)):
+                    flat[f"bench_s_per_video_s_{mode}"] = round(float(seconds), 4)
         return {key: value for key, value in flat.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:
