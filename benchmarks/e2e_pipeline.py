@@ -47,6 +47,8 @@ PRESETS = {
     "preview": dict(scheduler="dpmpp", steps=6, guidance_scale=1.0, cfg_mode="off", deepcache=True,
                     deepcache_interval=2),
     "draft": dict(device="cpu", precision="fp32", steps=4, cfg_mode="off", guidance_scale=1.0),
+    # what rules/v1 resolves for an 8 GB card (`latentsync-rules explain ... --assume-gpu rtx4060-8gb`)
+    "profile_8gb": dict(vae_slicing=True, vae_tiling=True, vae_batch=1, frames_per_batch=16, attention_backend="flash"),
     # the same presets with four chunks per UNet batch and torch.compile (measure with --warmup-seconds)
     "quality_b64": dict(frames_per_batch=64),
     "quality_b64_compiled": dict(frames_per_batch=64, compile="default"),
@@ -112,6 +114,8 @@ def main(argv=None):
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/latentsync-e2e"))
     parser.add_argument("--memory-fraction", type=float, default=None,
                         help="cap this process's CUDA memory (e.g. 0.1 of an 80 GB card = an 8 GB profile)")
+    parser.add_argument("--memory-gib", type=float, default=None,
+                        help="cap this process's CUDA memory to this many GiB (sets --memory-fraction)")
     parser.add_argument("--warmup-seconds", type=float, default=0.0,
                         help="run each preset once on a clip this long first (compile, cuDNN autotune), untimed")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/e2e.json"))
@@ -119,13 +123,16 @@ def main(argv=None):
 
     import torch
 
+    if args.memory_gib and torch.cuda.is_available():
+        args.memory_fraction = args.memory_gib * 2**30 / torch.cuda.get_device_properties(0).total_memory
     if args.memory_fraction and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(args.memory_fraction)
     video, audio = make_clip(args.workdir, args.seconds, args.width, args.height)
     results = {"warmup_seconds": args.warmup_seconds, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                "clip": {"width": args.width, "height": args.height, "seconds": args.seconds, "fps": 25},
-               "weights": args.weights, "memory_fraction": args.memory_fraction, "runs": []}
+               "weights": args.weights, "memory_fraction": args.memory_fraction, "memory_gib": args.memory_gib,
+               "runs": []}
     outputs = {}
     for name in [p for p in args.presets.split(",") if p]:
         settings = dict(BASE, **PRESETS[name])
