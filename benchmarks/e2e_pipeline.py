@@ -32,7 +32,7 @@ BASE = dict(
     device="cuda", precision="fp16", resolution=512, scheduler="ddim", steps=20, guidance_scale=1.5,
     cfg_mode="all", cfg_fraction=1.0, deepcache=False, deepcache_interval=3, deepcache_branch=0,
     compile="off", cuda_graphs=False, frames_per_batch=16, chunk_frames=16, vae_slicing=False,
-    vae_tiling=False, vae_batch=16, attention_backend="auto", channels_last=False, face_backend="mediapipe",
+    vae_tiling=False, vae_batch=16, vae_decode_region="full", attention_backend="auto", channels_last=False, face_backend="mediapipe",
     seed=1247,
 )
 # Candidate preset settings measured here; the chosen ones live in rules/.
@@ -54,6 +54,10 @@ PRESETS = {
     "quality_b64_compiled": dict(frames_per_batch=64, compile="default"),
     "balanced_b64_compiled": dict(frames_per_batch=64, compile="default", deepcache=True,
                                   cfg_mode="first_fraction", cfg_fraction=0.5),
+    "preview_b64": dict(frames_per_batch=64, scheduler="dpmpp", steps=6, guidance_scale=1.0, cfg_mode="off",
+                        deepcache=True, deepcache_interval=2),
+    "preview_b64_decode_mask": dict(frames_per_batch=64, scheduler="dpmpp", steps=6, guidance_scale=1.0,
+                                    cfg_mode="off", deepcache=True, deepcache_interval=2, vae_decode_region="mask"),
     "preview_b64_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=6,
                                  guidance_scale=1.0, cfg_mode="off", deepcache=True, deepcache_interval=2),
 }
@@ -116,6 +120,8 @@ def main(argv=None):
                         help="cap this process's CUDA memory (e.g. 0.1 of an 80 GB card = an 8 GB profile)")
     parser.add_argument("--memory-gib", type=float, default=None,
                         help="cap this process's CUDA memory to this many GiB (sets --memory-fraction)")
+    parser.add_argument("--reference", default=None,
+                        help="preset whose output the others are compared with (default: quality or quality_b64)")
     parser.add_argument("--warmup-seconds", type=float, default=0.0,
                         help="run each preset once on a clip this long first (compile, cuDNN autotune), untimed")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/e2e.json"))
@@ -167,7 +173,7 @@ def main(argv=None):
         print(f"{name:18s} {run['s_per_video_s']:6.2f} s/video-s  gpu busy {run['gpu_busy_fraction']:.2f}  "
               f"peak {result.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",
               flush=True)
-    reference = next((name for name in ("quality", "quality_b64") if name in outputs), None)
+    reference = args.reference or next((name for name in ("quality", "quality_b64") if name in outputs), None)
     if reference:
         for run in results["runs"]:
             if run.get("preset") in outputs and run["preset"] != reference:

@@ -410,11 +410,7 @@ def run_pipeline(
         features = audio_features(waveform, models.audio_encoder, storage_device="cpu")
 
     unet = prepare_unet(models.unet, settings)
-    vae_options = VaeOptions(
-        slicing=bool(settings.get("vae_slicing")),
-        tiling=bool(settings.get("vae_tiling")),
-        batch=int(settings.get("vae_batch", 16)),
-    )
+    vae_options = VaeOptions.from_settings(settings)
     apply_vae_options(models.vae, vae_options)
     chunk_frames = int(settings.get("chunk_frames", 16))
     chunks_per_batch = max(1, int(settings.get("frames_per_batch", chunk_frames)) // chunk_frames)
@@ -541,5 +537,6 @@ def run_pipeline(
             "cached_calls": stats.denoise.cached_calls,
             "padded_frames": stats.padded_frames,
             "unet_sample_shape": list(stats.denoise.first_sample_shape),
+            "vae_decoded_latent_rows": stats.vae_decoded_latent_rows,
         },
     )

@@ -205,8 +205,7 @@ def _synthesizer(models, settings: dict[str, Any], device, dtype):
     from ..runner import prepare_unet
 
     unet = prepare_unet(models.unet, settings)
-    vae_options = VaeOptions(slicing=bool(settings["vae_slicing"]), tiling=bool(settings["vae_tiling"]),
-                             batch=int(settings["vae_batch"]))
+    vae_options = VaeOptions.from_settings(settings)
     apply_vae_options(models.vae, vae_options)
     res = int(settings["resolution"])
     latent = res // vae_scale_factor(models.vae)

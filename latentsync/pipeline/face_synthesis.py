@@ -36,6 +36,7 @@ class SynthesisStats:
     padded_frames: int = 0
     vae_encode_images: int = 0
     vae_decode_images: int = 0
+    vae_decoded_latent_rows: int = 0
 
 
 def pad_frames(array, target: int):
@@ -63,6 +64,21 @@ def pad_frames(array, target: int):
     if isinstance(array, np.ndarray):
         return np.concatenate([array, array[order]], axis=0)
     return torch.cat([array, array[torch.as_tensor(order, device=array.device)]], dim=0)
+
+
+# Latent rows decoded above the first repainted row with `vae_decode_region: mask`: the
+# decoder's convolutions see 3 latent rows each way per resolution level, so 4 rows (32 px)
+# keep the repainted region's context; everything above is replaced by the reference.
+DECODE_MARGIN_LATENT_ROWS = 4
+
+
+def decode_start_row(mask: np.ndarray, latent_rows: int) -> int:
+    """First latent row to decode so the repainted region (mask < 0.5) and a margin are covered."""
+    repaint_rows = np.flatnonzero((mask < 0.5).any(axis=1))
+    if repaint_rows.size == 0:
+        return 0
+    scale = mask.shape[0] // latent_rows
+    return max(0, int(repaint_rows[0]) // scale - DECODE_MARGIN_LATENT_ROWS)
 
 
 def crops_to_pixels(crops: np.ndarray, device, dtype) -> torch.Tensor:
@@ -113,6 +129,7 @@ class FaceSynthesizer:
         h, w = self.noise.shape[-2:]
         # Upstream resizes the mask to the latent grid with nearest-neighbour interpolation.
         self.mask_latent = F.interpolate(self.mask_pixels.float(), size=(h, w), mode="nearest").to(dtype)
+        self.decode_row = decode_start_row(np.asarray(mask), h) if vae_options.decode_region == "mask" else 0
         self.stats = SynthesisStats()
 
     def _stack(self, tensors: Sequence[torch.Tensor], frames: int) -> torch.Tensor:
@@ -148,8 +165,18 @@ class FaceSynthesizer:
         )
         latents = denoise(self.unet, inputs, self.settings, stats=self.stats.denoise, on_step=on_step)
         flat = latents.permute(0, 2, 1, 3, 4).reshape(k * frames, *latents.shape[1:2], h, w)
-        decoded = decode_latents(self.vae, flat, self.vae_options).to(self.dtype)
+        if self.decode_row:
+            # Rows above the repainted region come from the reference anyway (mask = 1):
+            # decode only the latent rows below `decode_row` and keep the reference above.
+            scale = pixels.shape[-2] // h
+            decoded = pixels.clone()
+            decoded[:, :, self.decode_row * scale :] = decode_latents(
+                self.vae, flat[:, :, self.decode_row :].contiguous(), self.vae_options
+            ).to(self.dtype)
+        else:
+            decoded = decode_latents(self.vae, flat, self.vae_options).to(self.dtype)
         self.stats.vae_decode_images += decoded.shape[0]
+        self.stats.vae_decoded_latent_rows = h - self.decode_row
         # The repainted region comes from the model, the rest from the reference.
         composed = decoded * (1 - self.mask_pixels) + pixels * self.mask_pixels
         crops = pixels_to_crops(composed)

@@ -29,6 +29,16 @@ class VaeOptions:
     tiling: bool = False
     batch: int = 16  # images per encode/decode call
     sample_posterior: bool = False
+    decode_region: str = "full"  # "full" | "mask": decode only the latent rows the mask repaints
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "VaeOptions":
+        return cls(
+            slicing=bool(settings.get("vae_slicing", False)),
+            tiling=bool(settings.get("vae_tiling", False)),
+            batch=int(settings.get("vae_batch", 16)),
+            decode_region=str(settings.get("vae_decode_region", "full")),
+        )
 
 
 def vae_config(name: str = "sd") -> dict:

@@ -136,3 +136,38 @@ def test_compile_setting_calls_torch_compile_with_the_mode(small_unet, monkeypat
     runner._compiled.clear()
     assert first == ("compiled", torch_mode) and second is first
     assert calls == [(small_unet, torch_mode, False)]  # static shapes
+
+
+def test_vae_decode_region_mask_decodes_only_the_repainted_rows(small_unet, small_vae):
+    from latentsync.faces import face_mask
+    from latentsync.pipeline.face_synthesis import decode_start_row
+
+    mask = face_mask(128)
+    first_repaint = int(np.flatnonzero((mask < 0.5).any(axis=1))[0])
+    row = decode_start_row(mask, 16)
+    assert 0 < row * 8 <= first_repaint  # the margin starts above the repainted region
+
+    def run(region):
+        shapes = []
+        hook = small_vae.decoder.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+        try:
+            synth = FaceSynthesizer(
+                small_unet, small_vae, mask, chunk_frames=4,
+                denoise_settings=DenoiseSettings(steps=1, cfg_mode="off", guidance_scale=1.0),
+                vae_options=VaeOptions(batch=4, decode_region=region), device="cpu", dtype=torch.float32,
+                noise=torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(0)), pad_partial_chunks=False,
+            )
+            rng = np.random.default_rng(0)
+            crops = rng.integers(0, 255, (4, 128, 128, 3), dtype=np.uint8)
+            return synth.run([FaceChunk(crops=crops, audio=torch.randn(4, 50, 384))])[0], shapes, synth.stats
+        finally:
+            hook.remove()
+
+    full, full_shapes, full_stats = run("full")
+    part, part_shapes, part_stats = run("mask")
+    assert full_shapes[0][-2] == 16 and part_shapes[0][-2] == 16 - row
+    assert part_stats.vae_decoded_latent_rows == 16 - row and full_stats.vae_decoded_latent_rows == 16
+    keep = mask > 0.5
+    # kept pixels are the reference in both; repainted pixels come from the (cropped) decode
+    assert np.array_equal(full[:, keep], part[:, keep])
+    assert np.abs(full[:, ~keep].astype(int) - part[:, ~keep].astype(int)).mean() < 30  # same picture, cropped context
