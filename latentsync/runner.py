@@ -40,8 +40,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import RuleSet
 
 AUDIO_RATE = 16000
-_PREFETCH_DEPTH = 2  # chunks decoded + aligned ahead of the GPU
 _SINK_DEPTH = 2  # batches waiting for paste-back + encode
+_PREFETCH_BYTES = 1 << 30  # decoded frames held ahead of the GPU, at most
+
+
+def prefetch_depth(chunks_per_batch: int, chunk_frames: int, width: int, height: int) -> int:
+    """Chunks to decode and align ahead of the GPU: two batches' worth, so the next batch
+    is ready when the GPU finishes one, capped at about 1 GiB of decoded frames (4K clips)."""
+    chunk_bytes = max(1, chunk_frames * width * height * 3)
+    return max(2, min(2 * chunks_per_batch, _PREFETCH_BYTES // chunk_bytes))
 
 
 class JobCancelled(LatentSyncError):
@@ -499,7 +506,11 @@ def run_pipeline(
                     progress("frames", done_frames, n_out)
 
             try:
-                for chunk, aligned in prefetch(prepared_chunks(), depth=_PREFETCH_DEPTH, name="decode-faces"):
+                for chunk, aligned in prefetch(
+                    prepared_chunks(),
+                    depth=prefetch_depth(chunks_per_batch, chunk_frames, int(width), int(height)),
+                    name="decode-faces",
+                ):
                     if cancel is not None and cancel():
                         raise JobCancelled("cancelled between chunks; no output written")
                     pending.append((chunk, aligned))

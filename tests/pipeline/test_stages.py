@@ -60,3 +60,11 @@ def test_sink_consumes_all_in_order_and_reraises():
         for i in range(5):
             sink.put(i)
         sink.close()
+
+
+def test_prefetch_depth_covers_two_batches_but_bounds_memory():
+    from latentsync.runner import prefetch_depth
+
+    assert prefetch_depth(1, 16, 1280, 720) == 2
+    assert prefetch_depth(4, 16, 1280, 720) == 8  # 8 x 16 HD frames = 0.35 GB
+    assert prefetch_depth(4, 16, 3840, 2160) == 2  # 4K: capped near 1 GiB, never below 2
