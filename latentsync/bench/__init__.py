@@ -3,7 +3,7 @@ machine, write the benchmark cache the engine reads, and say what auto now recom
 
     from latentsync.bench import run_benchmark
     report = run_benchmark("quick")        # or "full", "stress"; clear=, cache_path=, weights=, progress=
-    print(report.summary)                  # one screen; report.text is the full report
+    summary = report.summary               # one screen; report.text is the full report
     report.entry, report.cache_path        # the cache entry written (None when nothing fitted)
 
 Importing this package imports torch (the measurements need it); `latentsync` itself stays light.

@@ -20,7 +20,7 @@ layer and downsampler (12 in all for the SD layout). Up-layer u consumes skip
   units producing skips 1..c, and the up layers consuming skips c..0, feeding the
   cached deep feature in where the skipped deep branch would have ended.
 
-This is the semantics of `DeepCacheSDHelper.set_params(cache_interval, cache_branch_id)`
+This is the semantics of `the DeepCache SD helper's set_params(cache_interval, cache_branch_id)`
 (block = c // 3, layer = c % 3), which upstream LatentSync runs with interval 3 and
 branch 0: on cached steps only `conv_in`, the last layer of the last up block and the
 output head run. (The helper wraps resnets and attentions but not motion modules, so

@@ -1,5 +1,5 @@
 """DeepCache runs natively in the UNet forward: cached steps skip the deep branch, reuse
-the cached feature through the skip connection, and match upstream's DeepCacheSDHelper."""
+the cached feature through the skip connection, and match the upstream DeepCache SD helper."""
 from __future__ import annotations
 
 from collections import Counter
@@ -113,7 +113,7 @@ def test_full_step_schedule_matches_upstream_uniform_mode():
 
 
 def _helper_is_skip(block_i: int, layer_i: int, kind: str, branch: int) -> bool:
-    """DeepCacheSDHelper.is_skip_step on a cached step: block = branch // 3, layer = branch % 3."""
+    """The DeepCache SD helper's skip rule on a cached step: block = branch // 3, layer = branch % 3."""
     cache_block, cache_layer = branch // 3, branch % 3
     if kind == "mid" or block_i > cache_block:
         return True
