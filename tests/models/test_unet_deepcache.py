@@ -124,7 +124,7 @@ def _helper_is_skip(block_i: int, layer_i: int, kind: str, branch: int) -> bool:
 
 def _wrap_like_helper(model, branch: int, cache: dict, replay: bool):
     """Forward hooks that record outputs (full step) or substitute them (cached step) for the
-    modules DeepCacheSDHelper wraps: resnets, attentions, resamplers and whole blocks (motion
+    modules the DeepCache SD helper wraps: resnets, attentions, resamplers and whole blocks (motion
     modules are not wrapped). Test-only oracle; the library never patches forwards."""
     targets = []
     for bi, block in enumerate(model.down_blocks):
