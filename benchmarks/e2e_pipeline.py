@@ -32,7 +32,7 @@ BASE = dict(
     device="cuda", precision="fp16", resolution=512, scheduler="ddim", steps=20, guidance_scale=1.5,
     cfg_mode="all", cfg_fraction=1.0, deepcache=False, deepcache_interval=3, deepcache_branch=0,
     compile="off", cuda_graphs=False, frames_per_batch=16, chunk_frames=16, vae_slicing=False,
-    vae_tiling=False, vae_batch=16, vae_decode_region="full", attention_backend="auto", channels_last=False, face_backend="mediapipe",
+    vae_tiling=False, vae_batch=16, vae_decode_region="full", paste_backend="cpu", attention_backend="auto", channels_last=False, face_backend="mediapipe",
     seed=1247,
 )
 # Candidate preset settings measured here; the chosen ones live in rules/.
@@ -58,6 +58,9 @@ PRESETS = {
                         deepcache=True, deepcache_interval=2),
     "preview_b64_decode_mask": dict(frames_per_batch=64, scheduler="dpmpp", steps=6, guidance_scale=1.0,
                                     cfg_mode="off", deepcache=True, deepcache_interval=2, vae_decode_region="mask"),
+    "preview_b64_decode_mask_gpu_paste": dict(frames_per_batch=64, scheduler="dpmpp", steps=6, guidance_scale=1.0,
+                                              cfg_mode="off", deepcache=True, deepcache_interval=2,
+                                              vae_decode_region="mask", paste_backend="torch"),
     "preview_b64_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=6,
                                  guidance_scale=1.0, cfg_mode="off", deepcache=True, deepcache_interval=2),
 }

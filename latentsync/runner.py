@@ -309,6 +309,23 @@ class _ArraySink:
         self.clip.output_frames.append(frames)
 
 
+def paste_faces_on_device(frames, faces, matrices, resolution: int, device):
+    """Paste-back with torch on `device` (the GPU when the model runs there): the same
+    feathered blend as the cv2 path, moved off the CPU, which bounds fast presets."""
+    import numpy as np
+    import torch
+
+    from .faces.torch_ops import paste_faces_torch
+
+    if not np.isfinite(matrices).all(axis=(1, 2)).any():
+        return frames  # no face in this chunk: nothing to paste
+    with torch.no_grad():
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float()
+        faces_t = torch.from_numpy(np.ascontiguousarray(faces)).to(device).permute(0, 3, 1, 2).float()
+        pasted = paste_faces_torch(frames_t, faces_t, matrices, resolution)
+        return pasted.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 class ContactSheet:
     """Input vs output lower-face crops of a few evenly spaced frames, for a quick look.
 
@@ -467,10 +484,16 @@ def run_pipeline(
         )
         with writer_context as writer:
 
+            paste_on_device = settings.get("paste_backend", "cpu") == "torch"
+
             def paste_and_encode(item):
                 frames, faces, matrices = item
                 with timer.timed("paste_and_encode"):
-                    writer.write_frames(paste_faces(frames, faces, matrices, res, out=frames))
+                    if paste_on_device:
+                        frames = paste_faces_on_device(frames, faces, matrices, res, device)
+                    else:
+                        frames = paste_faces(frames, faces, matrices, res, out=frames)
+                    writer.write_frames(frames)
 
             sink = BackgroundSink(paste_and_encode, depth=_SINK_DEPTH, name="paste-encode")
             pending: list = []
