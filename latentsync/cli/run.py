@@ -172,15 +172,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from ..runner import JobCancelled, run_job
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        logger.warning("{}: stopping after the current chunk (again to abort now)", signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop, previous = _stop_on_signals("stopping after the current chunk")
     results: list[dict[str, Any]] = []
     worst = EXIT_OK
     jobs_bar = tqdm(total=len(specs), desc="jobs", unit="job", position=0, file=sys.stderr, disable=None)
@@ -286,15 +278,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         load_ruleset(Path(args.rules))  # invalid rules fail here, once, not on every worker
     specs = [spec for plan in args.plans for spec in load_plan_file(Path(plan))]
     executor = _load_callable(args.executor) if args.executor else None
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        logger.warning("{}: stopping the batch (again to abort now)", signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop, previous = _stop_on_signals("stopping the batch")
     try:
         result = run_batch(specs, rules=Path(args.rules) if args.rules else None, executor=executor,
                            address=args.ray or None, max_retries=args.retries,
@@ -421,6 +405,21 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dir", metavar="DIR")
     common(fetch)
     return parser
+
+
+def _stop_on_signals(action: str) -> tuple[threading.Event, dict]:
+    """SIGINT/SIGTERM set the returned event (the work stops at its next checkpoint);
+    a second signal aborts at once. Returns the event and the previous handlers."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("{}: {} (again to abort now)", signal.Signals(signum).name, action)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    return stop, previous
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -286,6 +286,14 @@ class Upsample3D(nn.Module):
 # --------------------------------------------------------------------------- blocks
 
 
+def _spatial_transformers(channels: int, count: int, heads: int, groups: int, cross_attention_dim: int,
+                          add_audio_layer: bool) -> nn.ModuleList:
+    return nn.ModuleList(
+        [Transformer3DModel(heads, channels // heads, channels, groups, cross_attention_dim, add_audio_layer)
+         for _ in range(count)]
+    )
+
+
 def _motion_modules(channels: int, count: int, use: bool, kwargs: dict | None) -> nn.ModuleList:
     if not use:
         return nn.ModuleList()
@@ -333,22 +341,12 @@ class DownBlock3D(nn.Module):
                 for i in range(num_layers)
             ]
         )
-        if with_attention:
-            self.attentions = nn.ModuleList(
-                [
-                    Transformer3DModel(
-                        attention_heads,
-                        out_channels // attention_heads,
-                        out_channels,
-                        resnet_groups,
-                        cross_attention_dim,
-                        add_audio_layer,
-                    )
-                    for _ in range(num_layers)
-                ]
-            )
-        else:
-            self.attentions = None
+        self.attentions = (
+            _spatial_transformers(out_channels, num_layers, attention_heads, resnet_groups, cross_attention_dim,
+                                  add_audio_layer)
+            if with_attention
+            else None
+        )
         self.motion_modules = _motion_modules(out_channels, num_layers, use_motion_module, motion_module_kwargs)
         self.downsamplers = (
             nn.ModuleList([Downsample3D(out_channels, padding=downsample_padding)]) if add_downsample else None
@@ -429,22 +427,12 @@ class UpBlock3D(nn.Module):
                 )
             )
         self.resnets = nn.ModuleList(resnets)
-        if with_attention:
-            self.attentions = nn.ModuleList(
-                [
-                    Transformer3DModel(
-                        attention_heads,
-                        out_channels // attention_heads,
-                        out_channels,
-                        resnet_groups,
-                        cross_attention_dim,
-                        add_audio_layer,
-                    )
-                    for _ in range(num_layers)
-                ]
-            )
-        else:
-            self.attentions = None
+        self.attentions = (
+            _spatial_transformers(out_channels, num_layers, attention_heads, resnet_groups, cross_attention_dim,
+                                  add_audio_layer)
+            if with_attention
+            else None
+        )
         self.motion_modules = _motion_modules(out_channels, num_layers, use_motion_module, motion_module_kwargs)
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels)]) if add_upsample else None
 
