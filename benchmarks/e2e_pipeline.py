@@ -63,7 +63,39 @@ PRESETS = {
                                               vae_decode_region="mask", paste_backend="torch"),
     "preview_b64_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=6,
                                  guidance_scale=1.0, cfg_mode="off", deepcache=True, deepcache_interval=2),
+    # candidates with the VAE compiled too (compile reaches UNet and VAE since 2026-11-26, session 2)
+    "preview_dc3_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=6,
+                                 guidance_scale=1.0, cfg_mode="off", deepcache=True, deepcache_interval=3,
+                                 vae_decode_region="mask"),
+    "preview_dc2_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=6,
+                                 guidance_scale=1.0, cfg_mode="off", deepcache=True, deepcache_interval=2,
+                                 vae_decode_region="mask"),
+    "balanced_dpmpp10_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=10,
+                                      cfg_mode="first_fraction", cfg_fraction=0.5, deepcache=True,
+                                      deepcache_interval=2),
+    "balanced_dpmpp10_cfg30_compiled": dict(frames_per_batch=64, compile="default", scheduler="dpmpp", steps=10,
+                                            cfg_mode="first_fraction", cfg_fraction=0.3, deepcache=True,
+                                            deepcache_interval=2),
 }
+
+
+def resolve_preset(name: str, seconds: float, weights: str) -> tuple[dict, dict | None]:
+    """A PRESETS name, or `rules:<goal>[+setting=value...]`: the plan rules/ resolves for this
+    machine (GPU probed, clip facts pinned), optionally with overrides. Returns (settings, plan)."""
+    if not name.startswith("rules:"):
+        return dict(BASE, **PRESETS[name]), None
+    import yaml
+
+    from latentsync.api import plan_for_arrays
+
+    goal, *pairs = name[len("rules:"):].split("+")
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    _, plan = plan_for_arrays(n_frames=int(round(seconds * 25)), fps=25.0, audio_seconds=seconds, weights=weights,
+                              goal=goal, overrides=overrides)
+    return dict(plan.settings), plan.to_dict()
 
 
 def make_clip(folder: Path, seconds: float, width: int, height: int) -> tuple[Path, Path]:
@@ -144,7 +176,7 @@ def main(argv=None):
                "runs": []}
     outputs = {}
     for name in [p for p in args.presets.split(",") if p]:
-        settings = dict(BASE, **PRESETS[name])
+        settings, plan = resolve_preset(name, args.seconds, args.weights)
         if args.device:
             settings["device"] = args.device
         if settings["device"] == "cpu":
@@ -171,7 +203,8 @@ def main(argv=None):
         run = {"preset": name, "settings": settings, "wall_s": wall, "wall_s_without_model_load": steady,
                "s_per_video_s": steady / result.video_seconds, "timings": timings,
                "gpu_busy_fraction": timings.get("gpu", 0.0) / steady if steady else None,
-               "peak_vram_gib": result.peak_vram_gib, "frames": result.frames_total, "stats": result.stats}
+               "peak_vram_gib": result.peak_vram_gib, "frames": result.frames_total, "stats": result.stats,
+               "plan_sources": {k: v["rule"] for k, v in plan["sources"].items()} if plan else None}
         results["runs"].append(run)
         print(f"{name:18s} {run['s_per_video_s']:6.2f} s/video-s  gpu busy {run['gpu_busy_fraction']:.2f}  "
               f"peak {result.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",

@@ -89,7 +89,10 @@ def main(argv=None):
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--levers", default="eager,channels_last,flash,efficient,compile",
-                        help="comma list: eager, channels_last, flash, efficient, math, compile, compile_max, batch32")
+                        help="comma list: eager, channels_last, flash, efficient, math, compile, compile_max, "
+                        "compile_graphs, compile_max_graphs")
+    parser.add_argument("--vae-levers", default="eager",
+                        help="comma list: eager, channels_last, compile, channels_last+compile (the runner's prepare_vae)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/gpu_stages.json"))
     args = parser.parse_args(argv)
@@ -114,14 +117,38 @@ def main(argv=None):
                "date": time.strftime("%Y-%m-%d"), "stages": [], "unet": []}
     rows = []
 
-    # ---- VAE
+    # ---- VAE, lever by lever, through the runner's own prepare_vae
+    from latentsync.faces import face_mask
+    from latentsync.pipeline.face_synthesis import decode_start_row
+    from latentsync.runner import prepare_vae
+
     images = torch.randn(frames, 3, res, res, device=device, dtype=dtype)
-    vae_opts = VaeOptions(batch=16)
-    t_enc = timeit(lambda: encode_images(vae, torch.cat([images, images]), vae_opts), device, reps=args.reps)
-    lat = encode_images(vae, images, vae_opts)
-    t_dec = timeit(lambda: decode_latents(vae, lat, vae_opts), device, reps=args.reps)
-    rows.append(("vae_encode_2x16", "eager", t_enc))
-    rows.append(("vae_decode_16", "eager", t_dec))
+    mask_row = decode_start_row(face_mask(res), latent)
+    results["vae"] = []
+    t_enc = t_dec = None
+    for lever in [lv for lv in args.vae_levers.split(",") if lv]:
+        vae_settings = {"compile": "default" if "compile" in lever else "off", "cuda_graphs": False,
+                        "channels_last": "channels_last" in lever, "vae_batch": 16}
+        vae_opts = prepare_vae(vae, vae_settings)
+        pair = torch.cat([images, images])
+        start = time.perf_counter()
+        lat = encode_images(vae, pair, vae_opts)[:frames].contiguous()
+        decode_latents(vae, lat, vae_opts)
+        decode_latents(vae, lat[:, :, mask_row:].contiguous(), vae_opts)
+        sync(device)
+        first = time.perf_counter() - start
+        enc = timeit(lambda: encode_images(vae, pair, vae_opts), device, reps=args.reps)
+        dec = timeit(lambda: decode_latents(vae, lat, vae_opts), device, reps=args.reps)
+        dec_mask = timeit(lambda: decode_latents(vae, lat[:, :, mask_row:].contiguous(), vae_opts), device,
+                          reps=args.reps)
+        results["vae"].append({"lever": lever, "encode_2x16_s": enc, "decode_16_s": dec,
+                               "decode_16_mask_rows_s": dec_mask, "mask_rows": latent - mask_row,
+                               "first_calls_s": first})
+        rows += [("vae_encode_2x16", lever, enc), ("vae_decode_16", lever, dec),
+                 (f"vae_decode_16 ({latent - mask_row} rows)", lever, dec_mask)]
+        if t_enc is None:
+            t_enc, t_dec = enc, dec
+    prepare_vae(vae, {"compile": "off", "channels_last": False, "vae_batch": 16})
 
     # ---- one UNet forward, lever by lever
     inputs = make_inputs(2, frames, latent, device, dtype)
@@ -138,8 +165,9 @@ def main(argv=None):
             model = unet.to(memory_format=torch.channels_last)
         if lever in ("flash", "efficient", "math"):
             unet.set_attention_backend(lever)
-        if lever in ("compile", "compile_max"):
-            mode = "max-autotune-no-cudagraphs" if lever == "compile_max" else None
+        if lever.startswith("compile"):
+            mode = {"compile": None, "compile_max": "max-autotune-no-cudagraphs", "compile_graphs": "reduce-overhead",
+                    "compile_max_graphs": "max-autotune"}[lever]
             model = torch.compile(unet, mode=mode, dynamic=False)
         start = time.perf_counter()
         try:
@@ -182,7 +210,6 @@ def main(argv=None):
     for st in results["stages"]:
         print(f"{st['preset']:32s} GPU s per video-s {st['gpu_s_per_video_s']:.2f}  peak {st['peak_vram_gib']}")
     print(f"UNet GFLOP per forward (batch 2 x 16 frames): {flops / 1e9:.1f}")
-    results["vae"] = {"encode_2x16_s": t_enc, "decode_16_s": t_dec}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     return 0

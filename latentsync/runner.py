@@ -227,6 +227,69 @@ def resolve_device(settings: dict, warnings: list[str]):
 
 
 _compiled: dict[tuple, Any] = {}
+# id(module) -> memory format its compiled graphs were traced with. Compiled graphs take
+# the weights' strides as given (no guard), so a later plan that flips channels_last on
+# a compiled model must drop every compiled graph first.
+_compiled_formats: dict[int, str] = {}
+_compiled_vae_parts: list = []  # weak references to compiled VAE encoders/decoders
+
+
+def _drop_compiled_graphs_if_format_changes(module, fmt: str) -> None:
+    import torch
+
+    previous = _compiled_formats.get(id(module))
+    if previous is None or previous == fmt:
+        return
+    logger.info("memory format changed from {} to {}: dropping compiled graphs", previous, fmt)
+    torch._dynamo.reset()
+    _compiled.clear()
+    _compiled_formats.clear()
+    for ref in _compiled_vae_parts:
+        part = ref()
+        if part is not None:
+            part._compiled_call_impl = None
+            part._latentsync_compiled = None
+    _compiled_vae_parts.clear()
+
+
+def torch_compile_mode(settings: dict, *, allow_graphs: bool = True) -> str | None:
+    """torch.compile mode for the plan's `compile` + `cuda_graphs`; None when compile is off."""
+    mode = settings.get("compile", "off")
+    if mode == "off":
+        return None
+    graphs = bool(settings.get("cuda_graphs")) and allow_graphs
+    return {
+        ("default", False): "default",
+        ("default", True): "reduce-overhead",
+        ("max-autotune", False): "max-autotune-no-cudagraphs",
+        ("max-autotune", True): "max-autotune",
+    }[(mode, graphs)]
+
+
+def compile_cache_dir() -> Path:
+    """Where torch.compile keeps its artifacts between runs.
+
+    `TORCHINDUCTOR_CACHE_DIR` when the user set it, else
+    `$XDG_CACHE_HOME/latentsync-runner/inductor` (~/.cache/...). Inductor's default is a
+    folder under /tmp, which many systems empty at reboot: a warm cache turns a 100 s
+    cold compile of the UNet into seconds, so it belongs with the user's caches.
+    """
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "latentsync-runner" / "inductor"
+
+
+def use_persistent_compile_cache() -> Path:
+    """Point inductor's on-disk caches (FX graphs, autotuning) at `compile_cache_dir()`.
+
+    Called only when a plan turns compile on, never at import. Inductor reads the
+    variable when it first needs the folder, so this must run before the first compile.
+    """
+    folder = compile_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
 
 
 def prepare_unet(unet, settings: dict):
@@ -235,23 +298,56 @@ def prepare_unet(unet, settings: dict):
 
     unet.set_attention_backend(settings.get("attention_backend", "auto"))
     fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
+    _drop_compiled_graphs_if_format_changes(unet, str(fmt))
     unet.to(memory_format=fmt)
-    mode = settings.get("compile", "off")
-    if mode == "off":
+    torch_mode = torch_compile_mode(settings)
+    if torch_mode is None:
         return unet
-    graphs = bool(settings.get("cuda_graphs"))
-    torch_mode = {
-        ("default", False): "default",
-        ("default", True): "reduce-overhead",
-        ("max-autotune", False): "max-autotune-no-cudagraphs",
-        ("max-autotune", True): "max-autotune",
-    }[(mode, graphs)]
     key = (id(unet), torch_mode, str(fmt))
     if key not in _compiled:
+        use_persistent_compile_cache()
         logger.info("compiling the UNet with torch.compile(mode={!r}); the first chunk is slow", torch_mode)
         _compiled.clear()
         _compiled[key] = torch.compile(unet, mode=torch_mode, dynamic=False)
+        _compiled_formats[id(unet)] = str(fmt)
     return _compiled[key]
+
+
+def prepare_vae(vae, settings: dict):
+    """Apply the VAE levers: slicing/tiling/batch (VaeOptions), channels-last, torch.compile.
+
+    The encoder and decoder are compiled in place (`Module.compile`), so the VAE keeps
+    its own methods (slicing, tiling) and state-dict keys. CUDA graphs are never used
+    for the VAE: its outputs are collected over several calls, and a replayed graph
+    would overwrite the previous call's output.
+    """
+    import weakref
+
+    import torch
+
+    from .pipeline.vae import VaeOptions, apply_vae_options
+
+    options = VaeOptions.from_settings(settings)
+    apply_vae_options(vae, options)
+    fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
+    for part in (vae.encoder, vae.decoder):
+        _drop_compiled_graphs_if_format_changes(part, str(fmt))
+    vae.to(memory_format=fmt)
+    torch_mode = torch_compile_mode(settings, allow_graphs=False)
+    for part in (vae.encoder, vae.decoder):
+        wanted = None if torch_mode is None else (torch_mode, str(fmt))
+        if getattr(part, "_latentsync_compiled", None) == wanted:
+            continue
+        if wanted is None:
+            part._compiled_call_impl = None  # back to eager
+        else:
+            use_persistent_compile_cache()
+            logger.info("compiling the VAE {} with torch.compile(mode={!r})", type(part).__name__, torch_mode)
+            part.compile(mode=torch_mode, dynamic=False)
+            _compiled_formats[id(part)] = str(fmt)
+            _compiled_vae_parts.append(weakref.ref(part))
+        part._latentsync_compiled = wanted
+    return options
 
 
 def _fill_missing_faces(faces, has_face):
@@ -366,16 +462,19 @@ def run_pipeline(
     With `clip`, frames and audio come from memory and the output frames are
     appended to `clip.output_frames` (spec.video/audio/output are then unused).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     import torch
 
     from .audio.decode import load_audio
     from .audio.features import audio_features, frame_audio_windows_at_times
-    from .faces import FaceAligner, face_mask, get_face_backend, paste_faces
+    from .faces import FaceAligner, face_mask, paste_faces
+    from .faces.parallel import ParallelLandmarks, align_chunk, backend_factory, check_workers
     from .pipeline.denoise import DenoiseSettings
     from .pipeline.face_synthesis import FaceChunk, FaceSynthesizer
     from .pipeline.stages import BackgroundSink, StageTimer, prefetch
-    from .pipeline.vae import VaeOptions, apply_vae_options, vae_scale_factor
+    from .pipeline.vae import vae_scale_factor
     from .video import ScheduledFrameSource, VideoWriter, frames_covering_audio, plan_output_frames, probe_video
     from .weights import load_models
 
@@ -434,8 +533,7 @@ def run_pipeline(
         features = audio_features(waveform, models.audio_encoder, storage_device="cpu")
 
     unet = prepare_unet(models.unet, settings)
-    vae_options = VaeOptions.from_settings(settings)
-    apply_vae_options(models.vae, vae_options)
+    vae_options = prepare_vae(models.vae, settings)
     chunk_frames = int(settings.get("chunk_frames", 16))
     chunks_per_batch = max(1, int(settings.get("frames_per_batch", chunk_frames)) // chunk_frames)
     latent = res // vae_scale_factor(models.vae)
@@ -452,9 +550,19 @@ def run_pipeline(
         dtype=dtype,
         noise=noise,
         pad_partial_chunks=settings.get("compile", "off") != "off",
+        batch_chunks=chunks_per_batch,
     )
 
-    backend = get_face_backend(settings.get("face_backend", "auto"))
+    # cpu_workers threads detect landmarks (one face backend each, whole chunks); as many
+    # again share the per-frame OpenCV work (face warps, paste-back). Outputs do not
+    # depend on the count. Chunks in flight are bounded like the prefetch (memory).
+    cpu_workers = check_workers(settings.get("cpu_workers", 1))
+    chunk_bytes = max(1, chunk_frames * int(width) * int(height) * 3)
+    landmark_pool = ParallelLandmarks(
+        backend_factory(settings.get("face_backend", "auto")), workers=cpu_workers,
+        max_in_flight=max(cpu_workers, min(2 * cpu_workers, _PREFETCH_BYTES // chunk_bytes)),
+    )
+    frame_pool = ThreadPoolExecutor(cpu_workers, thread_name_prefix="frame-work") if cpu_workers > 1 else None
     aligner = FaceAligner(resolution=res)
     if clip is not None:
         source = _ArrayChunks(clip.frames, schedule, chunk_frames)
@@ -464,10 +572,17 @@ def run_pipeline(
     without_face: list[int] = []
 
     def prepared_chunks():
-        for chunk in source:
-            with timer.timed("decode_and_faces"):
-                landmarks = backend.detect_batch(chunk.frames)
-                aligned = aligner.align(chunk.frames, landmarks)
+        # decode_and_faces: this stage's wall time (decode, waiting for landmarks, matrices,
+        # warps), not the time it waits for the GPU to take a chunk
+        detected = landmark_pool.map(source, frames_of=lambda chunk: chunk.frames)
+        while True:
+            start = time.perf_counter()
+            item = next(detected, None)
+            if item is None:
+                return
+            chunk, landmarks = item
+            aligned = align_chunk(aligner, chunk.frames, landmarks, frame_pool)
+            timer.add("decode_and_faces", time.perf_counter() - start)
             yield chunk, aligned
 
     sheet = ContactSheet(n_out) if (spec.contact_sheet and clip is None) else None
@@ -492,7 +607,7 @@ def run_pipeline(
                     if paste_on_device:
                         frames = paste_faces_on_device(frames, faces, matrices, res, device)
                     else:
-                        frames = paste_faces(frames, faces, matrices, res, out=frames)
+                        frames = paste_faces(frames, faces, matrices, res, out=frames, executor=frame_pool)
                     writer.write_frames(frames)
 
             sink = BackgroundSink(paste_and_encode, depth=_SINK_DEPTH, name="paste-encode")
@@ -544,7 +659,12 @@ def run_pipeline(
             finally:
                 sink.close()
     finally:
-        backend.close()
+        try:
+            landmark_pool.close()
+            timer.add("landmarks_busy", landmark_pool.busy_seconds)  # summed over its threads
+        finally:
+            if frame_pool is not None:
+                frame_pool.shutdown(wait=True, cancel_futures=True)
 
     if sheet is not None:
         written = sheet.write(Path(str(spec.output) + ".contact.png"))

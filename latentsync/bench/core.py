@@ -201,12 +201,11 @@ def _synthesizer(models, settings: dict[str, Any], device, dtype):
     from ..faces.mask import face_mask
     from ..pipeline.denoise import DenoiseSettings
     from ..pipeline.face_synthesis import FaceSynthesizer
-    from ..pipeline.vae import VaeOptions, apply_vae_options, vae_scale_factor
-    from ..runner import prepare_unet
+    from ..pipeline.vae import vae_scale_factor
+    from ..runner import prepare_unet, prepare_vae
 
     unet = prepare_unet(models.unet, settings)
-    vae_options = VaeOptions.from_settings(settings)
-    apply_vae_options(models.vae, vae_options)
+    vae_options = prepare_vae(models.vae, settings)
     res = int(settings["resolution"])
     latent = res // vae_scale_factor(models.vae)
     generator = torch.Generator(device="cpu").manual_seed(FAKE_SEED)

@@ -29,6 +29,10 @@ class DenoiseSettings:
     deepcache: bool = False
     deepcache_interval: int = 3
     deepcache_branch: int = 0
+    # The UNet replays CUDA graphs (compile with cuda_graphs): each call starts a new
+    # graph step, and features kept across steps (DeepCache) are copied out of the
+    # graph's memory pool before the next replay overwrites them.
+    cuda_graphs: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict) -> "DenoiseSettings":
@@ -41,6 +45,7 @@ class DenoiseSettings:
             deepcache=bool(settings["deepcache"]),
             deepcache_interval=int(settings["deepcache_interval"]),
             deepcache_branch=int(settings["deepcache_branch"]),
+            cuda_graphs=bool(settings.get("cuda_graphs")) and settings.get("compile", "off") != "off",
         )
 
     def cfg_steps(self) -> int:
@@ -106,6 +111,14 @@ def _cond_half(features, k: int):
     return features[k:] if features.shape[0] == 2 * k else features
 
 
+def _copy_features(features):
+    if features is None:
+        return None
+    if isinstance(features, (list, tuple)):
+        return type(features)(_copy_features(f) for f in features)
+    return features.clone()
+
+
 @torch.no_grad()
 def denoise(
     unet,
@@ -148,10 +161,14 @@ def denoise(
                 cached, cached_batch = _cond_half(cached, k), k
             else:
                 full = True
+        if settings.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         if branch is None:
             eps, _ = _unet_forward(unet, sample, t, audio, branch=None, cached=None, want_cache=False)
         elif full:
             eps, cached = _unet_forward(unet, sample, t, audio, branch=branch, cached=None, want_cache=True)
+            if settings.cuda_graphs:
+                cached = _copy_features(cached)
             cached_batch = batch
         else:
             eps, _ = _unet_forward(unet, sample, t, audio, branch=branch, cached=cached, want_cache=False)

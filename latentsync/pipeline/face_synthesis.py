@@ -113,6 +113,7 @@ class FaceSynthesizer:
         dtype,
         noise: torch.Tensor,
         pad_partial_chunks: bool,
+        batch_chunks: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
     ):
         self.unet = unet
@@ -124,6 +125,10 @@ class FaceSynthesizer:
         self.dtype = dtype
         self.noise = noise.to(self.device, dtype)
         self.pad_partial_chunks = pad_partial_chunks
+        # With padding on, a short last batch is topped up to `batch_chunks` chunks (copies
+        # of its last chunk, outputs dropped): a compiled UNet then never sees a new batch
+        # size, which would cost a fresh compile (about 100 s for the full model).
+        self.batch_chunks = batch_chunks
         self.generator = generator
         self.mask_pixels = torch.tensor(np.asarray(mask), dtype=dtype, device=self.device)[None, None]  # (1,1,H,W)
         h, w = self.noise.shape[-2:]
@@ -139,6 +144,11 @@ class FaceSynthesizer:
     @torch.no_grad()
     def run(self, chunks: Sequence[FaceChunk], on_step: Optional[Callable[[int, int], None]] = None) -> list[np.ndarray]:
         """Synthesize a batch of chunks; returns one (n_i, res, res, 3) uint8 array per chunk."""
+        n_real = len(chunks)
+        if self.pad_partial_chunks and self.batch_chunks and n_real < self.batch_chunks:
+            last = chunks[-1]
+            chunks = list(chunks) + [last] * (self.batch_chunks - n_real)
+            self.stats.padded_frames += last.frames * (self.batch_chunks - n_real)
         lengths = [chunk.frames for chunk in chunks]
         frames = max(lengths)
         if self.pad_partial_chunks:
@@ -180,4 +190,4 @@ class FaceSynthesizer:
         # The repainted region comes from the model, the rest from the reference.
         composed = decoded * (1 - self.mask_pixels) + pixels * self.mask_pixels
         crops = pixels_to_crops(composed)
-        return [crops[i * frames : i * frames + n] for i, n in enumerate(lengths)]
+        return [crops[i * frames : i * frames + n] for i, n in enumerate(lengths[:n_real])]

@@ -26,14 +26,15 @@ def small_vae():
     return build_random_vae("small")
 
 
-def synthesizer(unet, vae, dtype=torch.float32, pad=False, **denoise):
+def synthesizer(unet, vae, dtype=torch.float32, pad=False, batch_chunks=None, **denoise):
     settings = dict(steps=1, scheduler="ddim", guidance_scale=1.5, cfg_mode="all", cfg_fraction=1.0,
                     deepcache=False, deepcache_interval=3, deepcache_branch=0)
     settings.update(denoise)
     return FaceSynthesizer(
         unet.to(dtype), torch.nn.Module.to(vae, dtype=dtype), np.ones((64, 64), np.float32), chunk_frames=4,
         denoise_settings=DenoiseSettings(**settings), vae_options=VaeOptions(batch=4), device="cpu",
-        dtype=dtype, noise=torch.randn(4, 8, 8), pad_partial_chunks=pad,
+        dtype=dtype, noise=torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0)), pad_partial_chunks=pad,
+        batch_chunks=batch_chunks,
     )
 
 
@@ -68,6 +69,22 @@ def test_partial_chunks_are_padded_only_when_asked(small_unet, small_vae):
     assert shapes[0][0] // 2 == 3 and shapes[1][0] // 2 == 4  # frames are folded into the batch (x2 CFG)
     assert out[0].shape[0] == out_padded[0].shape[0] == 3
     assert padded.stats.padded_frames == 1 and unpadded.stats.padded_frames == 0
+
+
+def test_a_short_last_batch_is_topped_up_to_the_batch_size_only_when_padding(small_unet, small_vae):
+    samples = []
+    hook = small_unet.conv_in.register_forward_hook(lambda m, i, o: samples.append(i[0].shape[0]))
+    try:
+        alone = synthesizer(small_unet, small_vae, pad=False, batch_chunks=3).run([chunk(4)])
+        topped = synthesizer(small_unet, small_vae, pad=True, batch_chunks=3)
+        out = topped.run([chunk(4)])
+    finally:
+        hook.remove()
+    # frames fold into the batch, x2 for CFG: 1 chunk -> 8 samples, topped up to 3 chunks -> 24
+    assert samples == [2 * 4, 2 * 3 * 4]
+    assert len(out) == 1 and out[0].shape == alone[0].shape  # the copies' outputs are dropped
+    assert topped.stats.padded_frames == 8
+    assert np.abs(out[0].astype(int) - alone[0].astype(int)).max() <= 1  # batch elements are independent
 
 
 def test_pad_frames_mirrors_the_tail():
@@ -121,7 +138,9 @@ def test_prepare_unet_applies_attention_backend_and_channels_last(small_unet):
     [("default", False, "default"), ("default", True, "reduce-overhead"),
      ("max-autotune", False, "max-autotune-no-cudagraphs"), ("max-autotune", True, "max-autotune")],
 )
-def test_compile_setting_calls_torch_compile_with_the_mode(small_unet, monkeypatch, compile_mode, graphs, torch_mode):
+def test_compile_setting_calls_torch_compile_with_the_mode(small_unet, monkeypatch, tmp_path, compile_mode, graphs,
+                                                           torch_mode):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     calls = []
 
     def fake_compile(model, mode=None, dynamic=None):
