@@ -296,6 +296,7 @@ class LatentSyncAutoOptimize:
                  weights="random-small", weights_path="", images=None, audio=None):
         from ..api import plan_for_arrays
         from ..errors import InvalidInputError, LatentSyncError
+        from ..video.schedule import frames_covering_audio
 
         weights_value = host.resolve_weights(weights, weights_path)
         if fps is None or float(fps) <= 0:
@@ -309,9 +310,11 @@ class LatentSyncAutoOptimize:
             seconds, length_from = float(clip_seconds), "clip_seconds"
         if seconds <= 0:
             raise InvalidInputError(f"clip length must be positive, got {seconds:g} s from {length_from}")
-        n_frames = len(images) if images is not None else max(1, round(seconds * fps))
+        # The LatentSync node outputs as many frames as the audio covers (looping or cutting the
+        # source), so with audio connected that is the clip's frame count, not len(images).
+        n_frames = frames_covering_audio(seconds, fps) if audio is not None or images is None else len(images)
 
-        info: list[str] = [f"clip: {seconds:.2f} s ({length_from}), {n_frames} frames at {fps:g} fps"]
+        info: list[str] = [f"clip: {seconds:.2f} s ({length_from}), {n_frames} output frames at {fps:g} fps"]
         with tempfile.TemporaryDirectory(prefix="latentsync-plan-") as scratch:
             cache: Optional[Path] = None if use_cached else _no_benchmark_path(scratch)
             plan_args = dict(n_frames=n_frames, fps=fps, audio_seconds=seconds, weights=weights_value, goal=goal)

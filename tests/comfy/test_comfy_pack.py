@@ -132,6 +132,8 @@ def test_auto_optimize_length_comes_from_audio_then_images_then_clip_seconds(com
     assert by_images["plan"]["facts"]["clip_duration_s"] == 2.0 and "50 connected frames" in info
     by_audio, info = LatentSyncAutoOptimize().optimize(clip_seconds=99.0, fps=25.0, images=images, audio=audio)
     assert by_audio["plan"]["facts"]["clip_duration_s"] == 7.0 and "connected audio" in info
+    # the LatentSync node outputs as many frames as the audio covers, not the 50 connected ones
+    assert "175 output frames at 25 fps" in info
 
 
 def test_node_settings_win_over_a_connected_plan(preview_payload):
