@@ -159,6 +159,8 @@ def main(argv=None):
                         help="preset whose output the others are compared with (default: quality or quality_b64)")
     parser.add_argument("--warmup-seconds", type=float, default=0.0,
                         help="run each preset once on a clip this long first (compile, cuDNN autotune), untimed")
+    parser.add_argument("--cpu-workers", type=int, default=None,
+                        help="threads per CPU stage for every preset (default: the preset's value; 1 for PRESETS)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/e2e.json"))
     args = parser.parse_args(argv)
 
@@ -177,6 +179,8 @@ def main(argv=None):
     outputs = {}
     for name in [p for p in args.presets.split(",") if p]:
         settings, plan = resolve_preset(name, args.seconds, args.weights)
+        if args.cpu_workers is not None:
+            settings["cpu_workers"] = args.cpu_workers
         if args.device:
             settings["device"] = args.device
         if settings["device"] == "cpu":
@@ -209,6 +213,8 @@ def main(argv=None):
         print(f"{name:18s} {run['s_per_video_s']:6.2f} s/video-s  gpu busy {run['gpu_busy_fraction']:.2f}  "
               f"peak {result.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",
               flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))  # each run as it lands: a cut-off run keeps its rows
     reference = args.reference or next((name for name in ("quality", "quality_b64") if name in outputs), None)
     if reference:
         for run in results["runs"]:

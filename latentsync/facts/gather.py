@@ -11,12 +11,14 @@ from ..errors import InvalidInputError
 from .benchmark import read_benchmark_cache
 from .clip import assumed_clip, pin_duration, probe_clip
 from .gpu import gpu_facts_from_profile, probe_gpu
+from .host import assumed_host, probe_host
 from .model import Facts
 
 
 def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = None) -> Facts:
     """Facts for one job. `job.assume` pins facts instead of probing them:
-    `gpu` (a profile name from the rules folder), `duration` (s), `fps`, `free_vram_gib`.
+    `gpu` (a profile name from the rules folder), `duration` (s), `fps`, `free_vram_gib`,
+    `cpu_cores` (the host's usable cores; a GPU profile names a card, not the host it sits in).
 
     A missing video is fine when its duration is pinned (planning a clip that is not
     there yet); otherwise the probe raises MediaError naming the file.
@@ -41,6 +43,16 @@ def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = No
         gpu = replace(gpu, vram_free_gib=float(assume["free_vram_gib"]))
         notes.append(f"free VRAM pinned to {float(assume['free_vram_gib']):g} GiB")
 
+    if assume.get("cpu_cores") is not None:
+        cores = assume["cpu_cores"]
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise InvalidInputError(f"assume.cpu_cores must be a whole number >= 1, got {cores!r}",
+                                    hint="the job's `assume:` section")
+        host = assumed_host(cores)
+        notes.append(f"CPU cores pinned to {cores}, not probed")
+    else:
+        host = probe_host()
+
     duration = assume.get("duration")
     video = Path(job.video)
     audio = Path(job.audio) if job.audio is not None else None
@@ -58,6 +70,6 @@ def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = No
     bench = read_benchmark_cache(benchmark_cache, gpu)
     if not bench.available and gpu.device == "cuda":
         notes.append(f"no benchmark: run latentsync-bench ({bench.reason})")
-    logger.debug("facts: gpu={} ({}), clip={:.2f}s, benchmark={}", gpu.name, gpu.source, clip.duration_s,
-                  bench.available)
-    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes))
+    logger.debug("facts: gpu={} ({}), cpu cores={} ({}), clip={:.2f}s, benchmark={}", gpu.name, gpu.source,
+                 host.cpu_cores, host.source, clip.duration_s, bench.available)
+    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host)

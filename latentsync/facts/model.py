@@ -14,6 +14,7 @@ from typing import Any, Optional
 from .benchmark import BenchmarkFacts
 from .clip import ClipFacts
 from .gpu import GpuFacts
+from .host import HostFacts
 
 GOALS = ("preview", "balanced", "quality", "auto")
 QUALITY_PRESETS = ("draft", "fast", "balanced", "quality", "ultra")
@@ -42,6 +43,9 @@ FACTS: dict[str, FactSpec] = {
     "gpu_compute_capability": FactSpec("number", "CUDA compute capability, e.g. 8.9 (0 on the CPU)"),
     "gpu_bf16": FactSpec("boolean", "bfloat16 tensor-core math available"),
     "gpu_count": FactSpec("integer", "number of visible CUDA devices"),
+    # the host's CPU (per-frame CPU stages: decode, landmarks, warps, paste-back, encode)
+    "cpu_cores": FactSpec("integer", "usable CPU cores of the host (affinity mask), or the pinned count",
+                          always=False),
     # the clip
     "clip_duration_s": FactSpec("number", "video duration in seconds (or the pinned duration)"),
     "clip_fps": FactSpec("number", "video frame rate"),
@@ -100,6 +104,7 @@ class Facts:
     clip: ClipFacts
     benchmark: BenchmarkFacts
     notes: tuple[str, ...] = field(default_factory=tuple)
+    host: Optional[HostFacts] = None  # None: unknown (policy tests), so `cpu_cores` is absent
 
     def flat(self) -> dict[str, Any]:
         """The mapping the rules test; unknown optional facts are absent, never None."""
@@ -113,6 +118,7 @@ class Facts:
             "gpu_compute_capability": gpu.compute_capability,
             "gpu_bf16": gpu.bf16,
             "gpu_count": gpu.device_count,
+            "cpu_cores": None if self.host is None else self.host.cpu_cores,
             "clip_duration_s": round(clip.duration_s, 4),
             "clip_fps": round(clip.fps, 4),
             "clip_frames": clip.frame_count,
@@ -133,9 +139,10 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu.to_dict(), "clip": self.clip.to_dict(), "benchmark": self.benchmark.to_dict(),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "host": None if self.host is None else self.host.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Facts":
         return cls(gpu=GpuFacts.from_dict(data["gpu"]), clip=ClipFacts.from_dict(data["clip"]),
-                   benchmark=BenchmarkFacts.from_dict(data["benchmark"]), notes=tuple(data.get("notes", ())))
+                   benchmark=BenchmarkFacts.from_dict(data["benchmark"]), notes=tuple(data.get("notes", ())),
+                   host=HostFacts.from_dict(data["host"]) if data.get("host") else None)
