@@ -77,6 +77,9 @@ PRESETS = {
                                             cfg_mode="first_fraction", cfg_fraction=0.3, deepcache=True,
                                             deepcache_interval=2),
 }
+# the same candidates eager (compile off), to see what compilation buys once warm
+PRESETS["preview_dc3"] = dict(PRESETS["preview_dc3_compiled"], compile="off")
+PRESETS["balanced_dpmpp10_cfg30"] = dict(PRESETS["balanced_dpmpp10_cfg30_compiled"], compile="off")
 
 
 def resolve_preset(name: str, seconds: float, weights: str) -> tuple[dict, dict | None]:

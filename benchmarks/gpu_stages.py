@@ -92,7 +92,8 @@ def main(argv=None):
                         help="comma list: eager, channels_last, flash, efficient, math, compile, compile_max, "
                         "compile_graphs, compile_max_graphs")
     parser.add_argument("--vae-levers", default="eager",
-                        help="comma list: eager, channels_last, compile, channels_last+compile (the runner's prepare_vae)")
+                        help="comma list: eager, channels_last, compile, compile_max, channels_last+compile, each optionally "
+                             "@N images per VAE call (the runner's prepare_vae)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/gpu_stages.json"))
     args = parser.parse_args(argv)
@@ -127,8 +128,11 @@ def main(argv=None):
     results["vae"] = []
     t_enc = t_dec = None
     for lever in [lv for lv in args.vae_levers.split(",") if lv]:
-        vae_settings = {"compile": "default" if "compile" in lever else "off", "cuda_graphs": False,
-                        "channels_last": "channels_last" in lever, "vae_batch": 16}
+        # "<lever>@N" encodes/decodes N images per VAE call (vae_batch; default 16)
+        lever_name, _, batch = lever.partition("@")
+        compile_mode = "max-autotune" if "compile_max" in lever_name else "default" if "compile" in lever_name else "off"
+        vae_settings = {"compile": compile_mode, "cuda_graphs": False,
+                        "channels_last": "channels_last" in lever_name, "vae_batch": int(batch or 16)}
         vae_opts = prepare_vae(vae, vae_settings)
         pair = torch.cat([images, images])
         start = time.perf_counter()

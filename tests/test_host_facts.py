@@ -51,7 +51,7 @@ def test_cpu_cores_is_a_fact_the_rules_see(tmp_path, ruleset, monkeypatch):
 
 @pytest.mark.parametrize("cores, workers, rule", [(1, 1, "defaults.upstream"), (2, 1, "defaults.upstream"),
                                                    (4, 2, "cpu.workers-2"), (12, 4, "cpu.workers-4"),
-                                                   (16, 6, "cpu.workers-6"), (128, 6, "cpu.workers-6")])
+                                                   (16, 4, "cpu.workers-4"), (128, 4, "cpu.workers-4")])
 def test_pinned_cores_pick_cpu_workers(tmp_path, ruleset, cores, workers, rule):
     spec = job(tmp_path, gpu="h100-80gb", cpu_cores=cores)
     facts = gather_facts(spec, ruleset)

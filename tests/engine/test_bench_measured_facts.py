@@ -35,4 +35,4 @@ def test_a_slow_measurement_changes_the_plan_for_a_long_clip():
     slow_plan, quick_plan = resolve_plan(job, slow, ruleset), resolve_plan(job, quick, ruleset)
     assert slow_plan.goal == "preview" and quick_plan.goal == "balanced"
     assert "goal.auto.long-measured-slow" in slow_plan.fired_rules
-    assert slow_plan.settings["scheduler"] != quick_plan.settings["scheduler"]
+    assert slow_plan.settings["steps"] < quick_plan.settings["steps"]  # preview runs fewer UNet steps
