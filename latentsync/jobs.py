@@ -23,7 +23,7 @@ class JobSpec:
     quality_preset: Optional[str] = None  # draft | fast | balanced | quality | ultra
     speed_mode: Optional[str] = None  # normal | fast | turbo | ultra
     overrides: dict[str, Any] = field(default_factory=dict)  # setting -> value; the user wins
-    assume: dict[str, Any] = field(default_factory=dict)  # pinned facts: gpu profile name, duration
+    assume: dict[str, Any] = field(default_factory=dict)  # pinned facts: gpu (profile name), duration, fps, free_vram_gib, cpu_cores
     seed: Optional[int] = None
     report: Optional[Path] = None  # default: <output>.report.json
     contact_sheet: bool = False

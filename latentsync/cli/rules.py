@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("plan", metavar="PLAN", help="plan.yaml (one job or jobs: [...])")
     explain.add_argument("--rules", metavar="DIR", help="rules folder (default: the bundled rules/v1)")
     explain.add_argument("--assume-gpu", metavar="NAME", help="plan for a named GPU profile instead of probing")
+    explain.add_argument("--assume-cpu-cores", metavar="N", type=int,
+                         help="plan for a host with N usable CPU cores instead of this one's")
     explain.add_argument("--duration", metavar="S", type=float, help="plan for a clip of S seconds")
     explain.add_argument("--goal", choices=["preview", "balanced", "quality", "auto"], help="override the plan's goal")
     explain.add_argument("--benchmark-cache", metavar="PATH", help="benchmark cache file")
@@ -73,6 +75,8 @@ def _explain(args: argparse.Namespace) -> int:
         assume = dict(job.assume)
         if args.assume_gpu is not None:
             assume["gpu"] = args.assume_gpu
+        if args.assume_cpu_cores is not None:
+            assume["cpu_cores"] = args.assume_cpu_cores
         if args.duration is not None:
             if args.duration <= 0:
                 raise InvalidInputError("--duration must be a positive number of seconds")

@@ -201,3 +201,10 @@ def test_rules_resolve_without_durable_rules_installed(monkeypatch):
     job = JobSpec(video=Path("missing.mp4"), output=Path("o.mp4"), assume={"gpu": "rtx4060-8gb", "duration": 3})
     plan = resolve_plan(job, gather_facts(job, ruleset), ruleset)
     assert plan.settings["vae_tiling"] is True and plan.sources["vae_tiling"].rule == "mem.free-lt-10"
+
+
+def test_explain_can_assume_another_hosts_cpu_cores(capsys):
+    small = explain_json(capsys, "--assume-gpu", "h100-80gb", "--duration", "30", "--assume-cpu-cores", "2")
+    large = explain_json(capsys, "--assume-gpu", "h100-80gb", "--duration", "30", "--assume-cpu-cores", "16")
+    assert small["settings"]["cpu_workers"] == 1 and small["facts"]["cpu_cores"] == 2
+    assert large["settings"]["cpu_workers"] > 1 and large["sources"]["cpu_workers"]["file"] == "v1/72_cpu.yaml"
