@@ -70,6 +70,17 @@ def test_pack_imports_fast_without_heavy_modules_or_side_effects():
     assert facts["registry"] is None  # no ComfyUI: no folder_paths module made up
 
 
+def test_root_init_imported_as_a_plain_module_registers_nothing_and_does_not_fail():
+    # what pytest does with the clone's root __init__.py when the folder is `latentsync-runner`
+    import importlib.util
+
+    root_init = Path(__file__).resolve().parents[2] / "__init__.py"
+    spec = importlib.util.spec_from_file_location("__init__", root_init)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and module.NODE_DISPLAY_NAME_MAPPINGS == {}
+
+
 def test_pack_registers_models_folder_inside_comfyui():
     facts = load_like_comfyui("/opt/ComfyUI/custom_nodes/latentsync-runner", with_folder_paths=True)  # newer ComfyUI: the path
     assert facts["registry"]["latentsync"][0] == ["/nonexistent/models/latentsync"]
