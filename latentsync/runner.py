@@ -293,10 +293,12 @@ def use_persistent_compile_cache() -> Path:
 
 
 def prepare_unet(unet, settings: dict):
-    """Apply the UNet levers: attention backend, channels-last, torch.compile (cached)."""
+    """Apply the UNet levers: attention backend, temporal attention packing, channels-last,
+    torch.compile (cached)."""
     import torch
 
     unet.set_attention_backend(settings.get("attention_backend", "auto"))
+    unet.set_temporal_attention_packing(int(settings.get("temporal_attention_pack", 1)))
     fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
     _drop_compiled_graphs_if_format_changes(unet, str(fmt))
     unet.to(memory_format=fmt)
@@ -552,6 +554,7 @@ def run_pipeline(
         noise=noise,
         pad_partial_chunks=settings.get("compile", "off") != "off",
         batch_chunks=chunks_per_batch,
+        reference_frames=settings.get("reference_frames", "per_frame"),
     )
 
     # cpu_workers threads detect landmarks (one face backend each, whole chunks); as many

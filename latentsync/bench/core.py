@@ -212,7 +212,8 @@ def _synthesizer(models, settings: dict[str, Any], device, dtype):
     noise = torch.randn(4, latent, latent, generator=generator)
     synth = FaceSynthesizer(unet, models.vae, face_mask(res), chunk_frames=int(settings["chunk_frames"]),
                             denoise_settings=DenoiseSettings.from_settings(settings), vae_options=vae_options,
-                            device=device, dtype=dtype, noise=noise, pad_partial_chunks=False)
+                            device=device, dtype=dtype, noise=noise, pad_partial_chunks=False,
+                            reference_frames=settings.get("reference_frames", "per_frame"))
     k = max(1, int(settings["frames_per_batch"]) // int(settings["chunk_frames"]))
     return synth, _random_chunks(k, int(settings["chunk_frames"]), res, generator), vae_options
 
@@ -225,9 +226,11 @@ def _vae_seconds_per_chunk(models, settings, vae_options, device, dtype, options
     from ..pipeline.vae import decode_latents, encode_images
 
     frames, res = int(settings["chunk_frames"]), int(settings["resolution"])
-    key = (id(models.vae), res, frames, vae_options.slicing, vae_options.tiling, vae_options.batch, str(dtype))
+    # masked faces, plus one reference per frame (upstream) or one per chunk
+    encoded = frames + (1 if settings.get("reference_frames") == "per_chunk" else frames)
+    key = (id(models.vae), res, frames, encoded, vae_options.slicing, vae_options.tiling, vae_options.batch, str(dtype))
     if key not in _vae_timings:
-        pixels = torch.rand(2 * frames, 3, res, res, device=device, dtype=dtype) * 2 - 1
+        pixels = torch.rand(encoded, 3, res, res, device=device, dtype=dtype) * 2 - 1
         latents = encode_images(models.vae, pixels[:frames], vae_options)
         encode = repeat_timed(lambda: encode_images(models.vae, pixels, vae_options), device,
                               warmup=options.warmup, reps=options.reps)

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import InvalidInputError
+from .motion_module import TemporalAttention
 from .unet_blocks import (
     CrossAttnDownBlock3D,
     CrossAttnUpBlock3D,
@@ -258,6 +259,19 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention backend must be one of {sorted(ATTENTION_BACKENDS)}, got {backend!r}")
         self._sdpa_backends = ATTENTION_BACKENDS[backend]
+
+    def set_temporal_attention_packing(self, pack: int) -> None:
+        """Run the motion modules' attentions `pack` pixel sequences per SDPA row (1 = off)."""
+        if not isinstance(pack, int) or pack < 1:
+            raise ValueError(f"temporal attention packing must be a positive integer, got {pack!r}")
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.pack_sequences = pack
+
+    @property
+    def temporal_attention_packing(self) -> int:
+        packs = {m.pack_sequences for m in self.modules() if isinstance(m, TemporalAttention)}
+        return packs.pop() if len(packs) == 1 else 1
 
     @property
     def attention_backend(self) -> str:

@@ -93,11 +93,25 @@ def pixels_to_crops(pixels: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
+REFERENCE_FRAMES = ("per_frame", "per_chunk")
+
+
+def reference_frame_index(real_frames: int, frames: int) -> int:
+    """The frame of a chunk whose face is every frame's reference with `reference_frames: per_chunk`:
+    the middle of the chunk's real (unpadded) frames, the nearest in time to all of them."""
+    return min(real_frames, frames) // 2
+
+
 class FaceSynthesizer:
     """Runs batches of chunks through VAE + UNet with one run plan's settings.
 
     `mask` is the (res, res) keep-mask (1 keep, 0 repaint). `noise` is the one
     initial noise tensor (4, h, w) shared by every frame of the clip, as upstream.
+    `reference_frames`: "per_frame" (upstream: each frame's own face is its reference
+    image, so the VAE encodes every face twice, masked and whole) or "per_chunk" (one
+    face per chunk is every frame's reference, so the VAE encodes one reference per
+    chunk; LatentSync is trained with reference frames drawn from elsewhere in the same
+    video, so any frame of the speaker is a valid reference).
     """
 
     def __init__(
@@ -115,7 +129,11 @@ class FaceSynthesizer:
         pad_partial_chunks: bool,
         batch_chunks: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
+        reference_frames: str = "per_frame",
     ):
+        if reference_frames not in REFERENCE_FRAMES:
+            raise ValueError(f"reference_frames must be one of {list(REFERENCE_FRAMES)}, got {reference_frames!r}")
+        self.reference_frames = reference_frames
         self.unet = unet
         self.vae = vae
         self.chunk_frames = int(chunk_frames)
@@ -161,9 +179,15 @@ class FaceSynthesizer:
         k = len(chunks)
         pixels = torch.cat([crops_to_pixels(crops, self.device, self.dtype) for crops, _ in padded])
         masked = pixels * self.mask_pixels
-        encoded = encode_images(self.vae, torch.cat([masked, pixels]), self.vae_options, self.generator)
+        if self.reference_frames == "per_chunk":
+            picks = [i * frames + reference_frame_index(n, frames) for i, n in enumerate(lengths)]
+            encoded = encode_images(self.vae, torch.cat([masked, pixels[picks]]), self.vae_options, self.generator)
+            masked_latents, chunk_refs = encoded[: k * frames], encoded[k * frames :]
+            ref_latents = chunk_refs.repeat_interleave(frames, dim=0)  # (k*frames, 4, h, w)
+        else:
+            encoded = encode_images(self.vae, torch.cat([masked, pixels]), self.vae_options, self.generator)
+            masked_latents, ref_latents = encoded.chunk(2)
         self.stats.vae_encode_images += encoded.shape[0]
-        masked_latents, ref_latents = encoded.chunk(2)
         h, w = masked_latents.shape[-2:]
         audio = torch.cat([a.to(self.device, self.dtype) for _, a in padded])
         inputs = DenoiseInputs(

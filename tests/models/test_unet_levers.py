@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from latentsync.models.unet3d import UNet3DConditionModel, attention_backend, builtin_unet_config, set_attention_backend
-from latentsync.models.unet_blocks import ResnetBlock3D, group_norm_across_frames
+from latentsync.models.unet_blocks import ResnetBlock3D, group_norm_across_frames, packed_self_attention
 from unet_testlib import make_inputs, make_unet, rel_err
 
 FLASH_CPU_OP = "aten::_scaled_dot_product_flash_attention_for_cpu"
@@ -49,6 +49,92 @@ def test_efficient_backend_is_really_requested(unet):
 def test_unknown_attention_backend(unet):
     with pytest.raises(ValueError, match="attention backend"):
         set_attention_backend(unet, "xformers")
+
+
+# ------------------------------------------------------------------ temporal attention packing
+
+
+def _sdpa_calls(model, inputs):
+    """(query shape, has mask) of every SDPA call of one forward."""
+    import torch.nn.functional as F
+
+    calls = []
+    original = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        calls.append((tuple(q.shape), attn_mask is not None))
+        return original(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    F.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad():
+            out = model(*inputs).sample
+    finally:
+        F.scaled_dot_product_attention = original
+    return out, calls
+
+
+def test_packed_self_attention_equals_one_sequence_per_row():
+    g = torch.Generator().manual_seed(3)
+    n, length, heads, dim = 12, 5, 2, 6
+    q, k, v = (torch.randn(n, length, heads * dim, generator=g) for _ in range(3))
+    packed = packed_self_attention(q, k, v, heads, pack=4)
+
+    def per_row(x):
+        return x.view(n, length, heads, dim).transpose(1, 2)
+
+    expected = torch.nn.functional.scaled_dot_product_attention(per_row(q), per_row(k), per_row(v))
+    expected = expected.transpose(1, 2).reshape(n, length, heads * dim)
+    assert packed.shape == expected.shape
+    assert torch.allclose(packed, expected, atol=1e-6)
+    # a key of another sequence in the same row really is masked out: changing sequence 1's
+    # keys and values leaves sequence 0's output alone
+    k2, v2 = k.clone(), v.clone()
+    k2[1] += 5
+    v2[1] -= 3
+    changed = packed_self_attention(q, k2, v2, heads, pack=4)
+    assert torch.equal(changed[0], packed[0]) and not torch.allclose(changed[1], packed[1])
+
+
+def test_temporal_packing_packs_motion_attention_rows_and_keeps_the_output(unet):
+    # 3 frames: a temporal attention is the only one with 3 tokens (spatial ones have
+    # 64, 16, 4 or 1, audio keys 50). Batch 2 at 8x8 latents: motion modules see
+    # 2 x {64, 16, 4, 1} pixel sequences; a pack of 4 divides all but the 1x1 level's 2.
+    frames = 3
+    inputs = make_inputs(batch=2, frames=frames, size=8)
+    reference, plain_calls = _sdpa_calls(unet, inputs)
+    unet.set_temporal_attention_packing(4)
+    try:
+        assert unet.temporal_attention_packing == 4
+        packed_out, packed_calls = _sdpa_calls(unet, inputs)
+    finally:
+        unet.set_temporal_attention_packing(1)
+    plain_rows = sorted(shape[0] for shape, _ in plain_calls if shape[2] == frames)
+    packed = [shape for shape, masked in packed_calls if masked]
+    still_plain = [shape[0] for shape, masked in packed_calls if shape[2] == frames and not masked]
+    assert packed and all(shape[2] == 4 * frames for shape in packed)  # 4 sequences per row
+    assert still_plain and set(still_plain) == {2}  # the 1x1 level: 2 rows, not divisible by 4
+    assert sorted([shape[0] * 4 for shape in packed] + still_plain) == plain_rows
+    assert len(packed_calls) == len(plain_calls)  # spatial and audio attention untouched
+    assert rel_err(packed_out, reference) < 1e-5
+
+
+def test_temporal_packing_falls_back_when_rows_do_not_divide(unet):
+    # 8x8 latents, batch 1: the coarsest motion module has 1x1 pixels, so only 1 row;
+    # a pack of 3 divides no level's pixel count and every attention stays one per row.
+    inputs = make_inputs(batch=1, frames=4, size=8)
+    unet.set_temporal_attention_packing(3)
+    try:
+        _, calls = _sdpa_calls(unet, inputs)
+    finally:
+        unet.set_temporal_attention_packing(1)
+    assert not any(masked for _, masked in calls)
+
+
+def test_temporal_packing_rejects_bad_values(unet):
+    for bad in (0, -2, 1.5, "8"):
+        with pytest.raises(ValueError, match="packing"):
+            unet.set_temporal_attention_packing(bad)
 
 
 # ------------------------------------------------------------------ channels-last

@@ -133,6 +133,13 @@ def test_prepare_unet_applies_attention_backend_and_channels_last(small_unet):
     assert small_unet.conv_in.weight.is_contiguous()
 
 
+def test_prepare_unet_applies_temporal_attention_pack(small_unet):
+    runner.prepare_unet(small_unet, {"temporal_attention_pack": 8, "compile": "off"})
+    assert small_unet.temporal_attention_packing == 8
+    runner.prepare_unet(small_unet, {"compile": "off"})  # a plan without the key: upstream's 1
+    assert small_unet.temporal_attention_packing == 1
+
+
 @pytest.mark.parametrize(
     "compile_mode, graphs, torch_mode",
     [("default", False, "default"), ("default", True, "reduce-overhead"),
@@ -190,3 +197,53 @@ def test_vae_decode_region_mask_decodes_only_the_repainted_rows(small_unet, smal
     # kept pixels are the reference in both; repainted pixels come from the (cropped) decode
     assert np.array_equal(full[:, keep], part[:, keep])
     assert np.abs(full[:, ~keep].astype(int) - part[:, ~keep].astype(int)).mean() < 30  # same picture, cropped context
+
+
+def test_reference_frames_per_chunk_encodes_one_reference_per_chunk(small_unet, small_vae):
+    """per_chunk: the VAE encodes the masked faces plus one reference per chunk (the
+    middle real frame), and every frame of a chunk gets that reference's latents."""
+    from latentsync.pipeline import face_synthesis
+
+    rng = np.random.default_rng(1)
+    chunks = [FaceChunk(crops=rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8), audio=torch.randn(n, 50, 384))
+              for n in (4, 3)]  # the second chunk is short (padded to 4 frames)
+    seen = {}
+
+    def spy_denoise(unet, inputs, settings, **kwargs):
+        seen["ref"] = inputs.ref_latents.clone()  # (k, 4, frames, h, w)
+        return inputs.noise
+
+    def run(mode):
+        synth = synthesizer(small_unet, small_vae)
+        synth.reference_frames = mode
+        encoded = []
+        original = face_synthesis.encode_images
+        face_synthesis.encode_images = lambda vae, images, *a: encoded.append(images.clone()) or original(vae, images, *a)
+        face_synthesis.denoise, saved = spy_denoise, face_synthesis.denoise
+        try:
+            out = synth.run(chunks)
+        finally:
+            face_synthesis.encode_images, face_synthesis.denoise = original, saved
+        return out, torch.cat(encoded), synth.stats, seen["ref"]
+
+    _, per_frame_images, per_frame_stats, per_frame_ref = run("per_frame")
+    out, per_chunk_images, per_chunk_stats, per_chunk_ref = run("per_chunk")
+    assert per_frame_stats.vae_encode_images == 2 * 8 and per_chunk_stats.vae_encode_images == 8 + 2
+    # the references encoded are the middle real frames of each chunk (frame 2 of 4, 1 of 3)
+    pixels = face_synthesis.crops_to_pixels(np.concatenate([chunks[0].crops[[2]], chunks[1].crops[[1]]]), "cpu",
+                                            torch.float32)
+    assert torch.equal(per_chunk_images[8:], pixels)
+    # one reference latent for all frames of a chunk, a different one per chunk
+    for k in range(2):
+        assert all(torch.equal(per_chunk_ref[k, :, f], per_chunk_ref[k, :, 0]) for f in range(4))
+    assert not torch.equal(per_chunk_ref[0, :, 0], per_chunk_ref[1, :, 0])
+    assert not torch.equal(per_frame_ref[0, :, 0], per_frame_ref[0, :, 1])  # upstream: each frame its own
+    assert [o.shape[0] for o in out] == [4, 3]
+
+
+def test_reference_frames_rejects_unknown_values(small_unet, small_vae):
+    with pytest.raises(ValueError, match="reference_frames"):
+        FaceSynthesizer(small_unet, small_vae, np.ones((64, 64), np.float32), chunk_frames=4,
+                        denoise_settings=DenoiseSettings(steps=1), vae_options=VaeOptions(), device="cpu",
+                        dtype=torch.float32, noise=torch.randn(4, 8, 8), pad_partial_chunks=False,
+                        reference_frames="first")
