@@ -116,6 +116,27 @@ def test_probe_nvml_reads_the_binding(monkeypatch):
     assert probe_gpu().device == "cpu"
 
 
+def test_probe_gpu_counts_this_processs_cached_cuda_memory_as_free(monkeypatch):
+    """After a job, torch keeps its blocks cached; NVML reports them used. The next plan in
+    the same process must see them as free, or it picks smaller batches (measured: 48
+    instead of 64 frames per batch on an H100 after one quality job)."""
+    nvml = GpuFacts(device="cuda", name="H100", uuid="GPU-1", vram_total_gib=79.2, vram_free_gib=60.0,
+                    compute_capability=9.0, bf16=True, driver="560.1", device_count=1, source="nvml")
+    monkeypatch.setattr(gpu_module, "probe_nvml", lambda: nvml)
+    monkeypatch.setattr(gpu_module, "_torch_can_use_cuda", lambda: True)
+    state = {"initialized": True, "reserved": 14 * 2**30, "allocated": 3 * 2**30}
+    cuda = types.SimpleNamespace(is_initialized=lambda: state["initialized"],
+                                 memory_reserved=lambda device: state["reserved"],
+                                 memory_allocated=lambda device: state["allocated"])
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    assert probe_gpu().vram_free_gib == pytest.approx(71.0)  # 60 free + 11 cached, not in use
+    state["reserved"] = 40 * 2**30
+    state["allocated"] = 0
+    assert probe_gpu().vram_free_gib == pytest.approx(79.2)  # never more than the card
+    state["initialized"] = False  # no CUDA context in this process: nothing cached
+    assert probe_gpu().vram_free_gib == 60.0
+
+
 def _gpu() -> GpuFacts:
     return GpuFacts(device="cuda", name="RTX 4090", uuid="GPU-1", vram_total_gib=23.99, vram_free_gib=22.0,
                     compute_capability=8.9, bf16=True, driver="560.1", device_count=1, source="nvml")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 from loguru import logger
@@ -152,12 +153,41 @@ def _torch_can_use_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def own_cached_gib() -> float:
+    """GiB this process's torch allocator holds on the first device but does not use.
+
+    The driver counts that cache as used, yet the next job in this process gets it back
+    at once. A long-lived process (the watcher, ComfyUI, a benchmark running several
+    jobs) would otherwise plan every job after the first for a card with 10+ GiB less
+    memory (smaller UNet batches). torch is not imported for this: no torch, no cache.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0.0
+    try:
+        if not torch.cuda.is_initialized():
+            return 0.0
+        cached = torch.cuda.memory_reserved(0) - torch.cuda.memory_allocated(0)
+    except Exception as error:  # a broken CUDA state must not stop planning
+        logger.debug("could not read torch's CUDA cache: {}", error)
+        return 0.0
+    return max(0.0, cached / GIB)
+
+
 def probe_gpu() -> GpuFacts:
-    """The device a run would use: NVML, else torch.cuda, else the CPU."""
+    """The device a run would use: NVML, else torch.cuda, else the CPU. Free memory
+    includes what this process's torch allocator has cached (see own_cached_gib)."""
     facts = probe_nvml()
     if facts is not None and not _torch_can_use_cuda():
         logger.warning("{} is present but this torch build cannot use CUDA; planning for the CPU", facts.name)
         return cpu_facts()
     if facts is None:
         facts = probe_torch()
-    return facts if facts is not None else cpu_facts()
+    if facts is None:
+        return cpu_facts()
+    cached = own_cached_gib()
+    if cached > 0:
+        free = min(facts.vram_total_gib, facts.vram_free_gib + cached)
+        logger.debug("free VRAM {:.1f} GiB + {:.1f} GiB cached by this process", facts.vram_free_gib, cached)
+        facts = replace(facts, vram_free_gib=free)
+    return facts
