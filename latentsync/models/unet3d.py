@@ -259,6 +259,13 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention backend must be one of {sorted(ATTENTION_BACKENDS)}, got {backend!r}")
         self._sdpa_backends = ATTENTION_BACKENDS[backend]
+        # CUDA flash attention has no masked kernel, so packed temporal rows (block-diagonal
+        # mask) would find no backend at all; they take the memory-efficient kernel (math
+        # on a CPU) while every other attention keeps flash.
+        packed = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH] if backend == "flash" else None
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.packed_backends = packed
 
     def set_temporal_attention_packing(self, pack: int) -> None:
         """Run the motion modules' attentions `pack` pixel sequences per SDPA row (1 = off)."""

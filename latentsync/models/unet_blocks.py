@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import sdpa_kernel
 
 
 
@@ -131,6 +132,9 @@ class Attention(nn.Module):
         # Self-attention only: run `pack_sequences` sequences per SDPA row (see
         # packed_self_attention); 1 = one sequence per row, as upstream.
         self.pack_sequences = 1
+        # SDPA backends for the packed (masked) calls when the model's own choice has no
+        # masked kernel (CUDA flash attention); None = the model's choice.
+        self.packed_backends: list | None = None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         n, length, inner = x.shape
@@ -143,7 +147,12 @@ class Attention(nn.Module):
             qkv_weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
             q, k, v = F.linear(x, qkv_weight).chunk(3, dim=-1)
             if self.pack_sequences > 1 and n % self.pack_sequences == 0:
-                return self.to_out[0](packed_self_attention(q, k, v, self.heads, self.pack_sequences))
+                if self.packed_backends is None:
+                    out = packed_self_attention(q, k, v, self.heads, self.pack_sequences)
+                else:
+                    with sdpa_kernel(self.packed_backends):
+                        out = packed_self_attention(q, k, v, self.heads, self.pack_sequences)
+                return self.to_out[0](out)
         else:
             q = self.to_q(x)
             kv_weight = torch.cat([self.to_k.weight, self.to_v.weight])

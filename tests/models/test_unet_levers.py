@@ -119,6 +119,41 @@ def test_temporal_packing_packs_motion_attention_rows_and_keeps_the_output(unet)
     assert rel_err(packed_out, reference) < 1e-5
 
 
+def test_packed_rows_avoid_flash_when_the_model_forces_flash(unet):
+    """CUDA flash attention has no masked kernel: with `attention_backend: flash` (the
+    rules' choice on sm 8.x) packed rows must run on a kernel that takes the mask, while
+    every other attention stays on flash. Checked through SDPA's backend flags at call time."""
+    import torch.nn.functional as F
+
+    flags = []
+    original = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        flags.append((attn_mask is not None, torch.backends.cuda.flash_sdp_enabled(),
+                      torch.backends.cuda.mem_efficient_sdp_enabled()))
+        return original(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    inputs = make_inputs(batch=2, frames=3, size=8)
+    with torch.no_grad():
+        set_attention_backend(unet, "flash")
+        flash_plain = unet(*inputs).sample
+        unet.set_temporal_attention_packing(4)
+        F.scaled_dot_product_attention = spy
+        try:
+            flash_packed = unet(*inputs).sample
+        finally:
+            F.scaled_dot_product_attention = original
+            unet.set_temporal_attention_packing(1)
+            set_attention_backend(unet, "auto")
+    masked = [f for f in flags if f[0]]
+    unmasked = [f for f in flags if not f[0]]
+    assert masked and all(not flash and efficient for _, flash, efficient in masked)
+    assert unmasked and all(flash and not efficient for _, flash, efficient in unmasked)
+    assert rel_err(flash_packed, flash_plain) < 1e-5
+    # other backends take masks themselves: the packed rows keep the model's choice
+    assert all(m.packed_backends is None for m in unet.modules() if hasattr(m, "packed_backends"))
+
+
 def test_temporal_packing_falls_back_when_rows_do_not_divide(unet):
     # 8x8 latents, batch 1: the coarsest motion module has 1x1 pixels, so only 1 row;
     # a pack of 3 divides no level's pixel count and every attention stays one per row.
