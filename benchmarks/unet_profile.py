@@ -25,27 +25,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gpu_stages import sync, timeit  # noqa: E402
 from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized  # noqa: E402
 
 SDPA_OPS = ("scaled_dot_product", "sdpa", "_efficient_attention", "_flash_attention", "_cudnn_attention")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def median_time(fn, device, reps: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return timeit(fn, device, warmup=warmup, reps=reps)
 
 
 def kernel_kind(name: str) -> str:

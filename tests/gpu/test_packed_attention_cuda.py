@@ -42,7 +42,8 @@ def test_packed_rows_match_one_sequence_per_row_at_full_size(backend, rows, head
     assert (packed.float() - expected).abs().max().item() < 2e-3
 
 
-def test_unet_forward_with_packing_matches_unpacked_on_cuda():
+def small_cuda_unet_and_inputs():
+    """The small random UNet in fp16 on the GPU, and a CFG-sized batch (2 x 16 frames, 32x32 latents)."""
     torch.manual_seed(0)
     unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
     randomize_zero_initialized(unet)
@@ -50,6 +51,11 @@ def test_unet_forward_with_packing_matches_unpacked_on_cuda():
     g = torch.Generator(device="cuda").manual_seed(1)
     sample = torch.randn(2, 13, 16, 32, 32, device="cuda", dtype=torch.float16, generator=g)
     audio = torch.randn(32, 50, 384, device="cuda", dtype=torch.float16, generator=g)
+    return unet, sample, audio
+
+
+def test_unet_forward_with_packing_matches_unpacked_on_cuda():
+    unet, sample, audio = small_cuda_unet_and_inputs()
     with torch.no_grad():
         plain = unet(sample, 500, encoder_hidden_states=audio).sample.float()
         unet.set_temporal_attention_packing(8)
@@ -63,13 +69,7 @@ def test_flash_backend_with_packing_runs_and_matches_on_cuda(compiled, tmp_path,
     """sm 8.x plans force flash attention and pack temporal rows: flash has no masked
     kernel on CUDA, so the packed rows must take another kernel rather than fail."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
-    randomize_zero_initialized(unet)
-    unet = unet.to("cuda", torch.float16).eval().requires_grad_(False)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    sample = torch.randn(2, 13, 16, 32, 32, device="cuda", dtype=torch.float16, generator=g)
-    audio = torch.randn(32, 50, 384, device="cuda", dtype=torch.float16, generator=g)
+    unet, sample, audio = small_cuda_unet_and_inputs()
     unet.set_attention_backend("flash")
     with torch.no_grad():
         plain = unet(sample, 500, encoder_hidden_states=audio).sample.float()
