@@ -68,3 +68,45 @@ def test_prefetch_depth_covers_two_batches_but_bounds_memory():
     assert prefetch_depth(1, 16, 1280, 720) == 2
     assert prefetch_depth(4, 16, 1280, 720) == 8  # 8 x 16 HD frames = 0.35 GB
     assert prefetch_depth(4, 16, 3840, 2160) == 2  # 4K: capped near 1 GiB, never below 2
+
+
+@pytest.mark.parametrize("chunks_per_batch", [1, 4, 8])
+def test_handing_a_batch_to_the_paste_stage_never_waits_while_it_keeps_up(chunks_per_batch):
+    """The GPU thread puts a finished batch's chunks into the paste-back sink. While the
+    paste stage is busy with (only) the previous chunk, that must not block: the old
+    depth of 2 chunks stalled the GPU on every batch of 4 chunks."""
+    import threading
+
+    from latentsync.runner import sink_depth
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_paste(item):
+        started.set()
+        release.wait(10)  # the paste stage is busy until released
+
+    sink = BackgroundSink(slow_paste, depth=sink_depth(chunks_per_batch))
+    sink.put("previous batch, last chunk")
+    assert started.wait(5)  # the consumer now holds it: the queue is empty again
+    handed_over = threading.Event()
+
+    def gpu_thread():
+        for chunk in range(chunks_per_batch):
+            sink.put(chunk)
+        handed_over.set()
+
+    thread = threading.Thread(target=gpu_thread, daemon=True)
+    thread.start()
+    try:
+        assert handed_over.wait(5), "the GPU thread blocked handing over one batch"
+        # and the bound still holds: with the queue full, one chunk more does wait
+        for filler in range(sink_depth(chunks_per_batch) - chunks_per_batch):
+            sink.put(filler)
+        extra = threading.Thread(target=lambda: sink.put("one too many"), daemon=True)
+        extra.start()
+        extra.join(0.2)
+        assert extra.is_alive()
+    finally:
+        release.set()
+        sink.close()
