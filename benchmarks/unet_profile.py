@@ -31,6 +31,12 @@ from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, 
 SDPA_OPS = ("scaled_dot_product", "sdpa", "_efficient_attention", "_flash_attention", "_cudnn_attention")
 
 
+def triton_runs(device) -> bool:
+    from latentsync.kernels import triton_available
+
+    return triton_available(device.type)
+
+
 def median_time(fn, device, reps: int = 5, warmup: int = 2) -> float:
     return timeit(fn, device, warmup=warmup, reps=reps)
 
@@ -40,6 +46,8 @@ def kernel_kind(name: str) -> str:
     low = name.lower()
     if any(k in low for k in ("fmha", "flash", "attention", "sdpa", "attn")):
         return "attention"
+    if "geglu" in low:  # latentsync.kernels.geglu_linear: the GEGLU matmul with its gating
+        return "matmul"
     if low.startswith("triton"):
         return "triton fused"
     if any(k in low for k in ("conv", "fprop", "dgrad", "implicit_gemm", "winograd", "xmma_fprop")):
@@ -158,12 +166,15 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help="small random config (CPU smoke test)")
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--batch", type=int, default=2, help="UNet batch in chunks (2 = one chunk with CFG)")
-    parser.add_argument("--modes", default="eager,compile", help="comma list of eager|compile, each optionally +channels_last, +packN (N pixel sequences per "
+    parser.add_argument("--modes", default="eager,compile", help="comma list of eager|compile, each optionally +channels_last, +tattn (Triton temporal "
+                        "attention), +geglu (Triton GEGLU matmul), +packN (N pixel sequences per "
                         "temporal attention row)")
     parser.add_argument("--backends", default="auto,cudnn,flash,efficient,math",
                         help="SDPA backends timed per attention shape ('' skips the attention table)")
     parser.add_argument("--packs", type=lambda v: [int(x) for x in v.split(",") if x], default=[4, 8, 16],
                         help="packing factors timed for the temporal attention shapes")
+    parser.add_argument("--no-geglu-table", dest="geglu_table", action="store_false",
+                        help="skip timing each GEGLU projection shape, torch vs the Triton kernel")
     parser.add_argument("--top-kernels", type=int, default=15, help="print the N longest kernels of each mode")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/unet_profile.json"))
     args = parser.parse_args(argv)
@@ -202,6 +213,8 @@ def main(argv=None) -> int:
                 unet.to(memory_format=torch.channels_last)
             packs = [int(p[4:]) for p in parts if p.startswith("pack")]
             unet.set_temporal_attention_packing(packs[0] if packs else 1)
+            unet.set_temporal_attention_kernel("triton" if "tattn" in parts else "sdpa")
+            unet.set_geglu_kernel("triton" if "geglu" in parts else "torch")
             if "compile" in parts:
                 torch._dynamo.reset()
                 model = torch.compile(unet, dynamic=False)
@@ -223,6 +236,8 @@ def main(argv=None) -> int:
                                       "top_kernels": [{"name": n[:300], "ms": t, "count": c} for n, t, c in top]}
             unet.to(memory_format=torch.contiguous_format)
             unet.set_temporal_attention_packing(1)
+            unet.set_temporal_attention_kernel("sdpa")
+            unet.set_geglu_kernel("torch")
             print(f"\n{mode}: {ms:.1f} ms per forward, {flops / (ms / 1000) / 1e12:.0f} TFLOP/s "
                   f"(first call {first:.1f} s)")
             total = sum(by_kind.values()) or 1.0
@@ -271,6 +286,39 @@ def main(argv=None) -> int:
                                      for v in row["ms_per_forward"].values())
                     label = f"{qs} / {ks[-2]}" + (f" packed x{pack}" if pack > 1 else "")
                     print(f"{label:48s} {calls:5d} {cells}")
+                if qs == ks and qs[-2] <= 32 and triton_runs(device):
+                    from latentsync.kernels.short_attention import short_self_attention
+
+                    n, heads, length, dim = qs
+                    qkv = torch.randn(n, length, 3 * heads * dim, device=device, dtype=dtype)
+                    ms = 1000 * calls * median_time(lambda: short_self_attention(qkv, heads), device)
+                    results["attention"].append({"q": qs, "k": ks, "calls": calls, "kernel": "triton",
+                                                 "ms_per_forward": {"triton": ms}})
+                    print(f"{f'{qs} / {ks[-2]} Triton kernel (from fused qkv)':48s} {calls:5d} {ms:10.2f}")
+
+        # ---- every GEGLU projection of the forward: two matmuls + gating vs the fused kernel
+        if args.geglu_table and triton_runs(device):
+            from latentsync.kernels.geglu_linear import geglu_linear
+            from latentsync.models.unet_blocks import GEGLU
+
+            seen = collections.Counter()
+            hooks = [m.register_forward_hook(lambda mod, inp, out: seen.update(
+                [(inp[0].numel() // inp[0].shape[-1], inp[0].shape[-1], mod.dim_out)]))
+                for m in unet.modules() if isinstance(m, GEGLU)]
+            unet(sample, t, encoder_hidden_states=audio)
+            for hook in hooks:
+                hook.remove()
+            results["geglu"] = []
+            print(f"\n{'GEGLU rows x K -> H':32s} {'calls':>5s} {'torch':>10s} {'triton':>10s}   (ms per forward)")
+            for (rows, k, h), calls in sorted(seen.items(), key=lambda kv: -kv[0][0] * kv[0][2]):
+                x = torch.randn(rows, k, device=device, dtype=dtype)
+                module = GEGLU(k, h).to(device, dtype)
+                torch_ms = 1000 * calls * median_time(lambda: module(x), device)
+                fused_ms = 1000 * calls * median_time(lambda: geglu_linear(x, module.proj.weight, module.proj.bias),
+                                                      device)
+                results["geglu"].append({"rows": rows, "k": k, "h": h, "calls": calls,
+                                         "ms_per_forward": {"torch": torch_ms, "triton": fused_ms}})
+                print(f"{f'{rows} x {k} -> {h}':32s} {calls:5d} {torch_ms:10.2f} {fused_ms:10.2f}")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))

@@ -303,13 +303,31 @@ def use_persistent_compile_cache() -> Path:
     return folder
 
 
-def prepare_unet(unet, settings: dict):
-    """Apply the UNet levers: attention backend, temporal attention packing, channels-last,
-    torch.compile (cached)."""
+def apply_unet_kernels(unet, settings: dict, warnings: Optional[list[str]] = None) -> None:
+    """`temporal_attention_kernel` and `geglu_kernel`. Where the plan asks for a Triton
+    kernel that cannot run here (no `triton` package, or a CPU), the run keeps PyTorch's
+    kernel (same math) and says so in `warnings` rather than failing the job."""
+    for key, default, setter in (("temporal_attention_kernel", "sdpa", unet.set_temporal_attention_kernel),
+                                 ("geglu_kernel", "torch", unet.set_geglu_kernel)):
+        kernel = settings.get(key, default)
+        try:
+            setter(kernel)
+        except RuntimeError as error:
+            message = f"{key}: {kernel} asked for, running {default}: {error}"
+            logger.warning(message)
+            if warnings is not None:
+                warnings.append(message)
+            setter(default)
+
+
+def prepare_unet(unet, settings: dict, warnings: Optional[list[str]] = None):
+    """Apply the UNet levers: attention backend, temporal attention packing and kernels,
+    channels-last, torch.compile (cached)."""
     import torch
 
     unet.set_attention_backend(settings.get("attention_backend", "auto"))
     unet.set_temporal_attention_packing(int(settings.get("temporal_attention_pack", 1)))
+    apply_unet_kernels(unet, settings, warnings)
     fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
     _drop_compiled_graphs_if_format_changes(unet, str(fmt))
     unet.to(memory_format=fmt)
@@ -546,7 +564,7 @@ def run_pipeline(
     with timer.timed("audio_features"):
         features = audio_features(waveform, models.audio_encoder, storage_device="cpu")
 
-    unet = prepare_unet(models.unet, settings)
+    unet = prepare_unet(models.unet, settings, warnings)
     vae_options = prepare_vae(models.vae, settings)
     chunk_frames = int(settings.get("chunk_frames", 16))
     chunks_per_batch = max(1, int(settings.get("frames_per_batch", chunk_frames)) // chunk_frames)

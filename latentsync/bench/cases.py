@@ -19,7 +19,7 @@ from ..jobs import JobSpec
 MEASURED_SETTINGS = (
     "precision", "resolution", "scheduler", "steps", "guidance_scale", "cfg_mode", "cfg_fraction", "deepcache",
     "deepcache_interval", "deepcache_branch", "compile", "cuda_graphs", "frames_per_batch", "chunk_frames",
-    "vae_slicing", "vae_tiling", "vae_batch", "vae_decode_region", "reference_frames", "attention_backend", "temporal_attention_pack", "channels_last",
+    "vae_slicing", "vae_tiling", "vae_batch", "vae_decode_region", "reference_frames", "attention_backend", "temporal_attention_pack", "temporal_attention_kernel", "geglu_kernel", "channels_last",
 )
 # Clip lengths standing for the rules' clip classes (short < 5 s, medium 5-20 s, long > 20 s).
 CLIP_SECONDS = {"short": 3.0, "medium": 10.0, "long": 60.0}

@@ -51,6 +51,7 @@ from .unet_blocks import (
     CrossAttnUpBlock3D,
     DownBlock3D,
     FrameSpanningGroupNorm,
+    GEGLU,
     PerFrameGroupNorm,
     UNetMidBlock3DCrossAttn,
     UpBlock3D,
@@ -66,6 +67,8 @@ ATTENTION_BACKENDS: dict[str, tuple[SDPBackend, ...] | None] = {
     "math": (SDPBackend.MATH,),
     "cudnn": (SDPBackend.CUDNN_ATTENTION,),
 }
+TEMPORAL_ATTENTION_KERNELS = ("sdpa", "triton")
+GEGLU_KERNELS = ("torch", "triton")
 
 _DOWN_BLOCKS = {"DownBlock3D": DownBlock3D, "CrossAttnDownBlock3D": CrossAttnDownBlock3D}
 _UP_BLOCKS = {"UpBlock3D": UpBlock3D, "CrossAttnUpBlock3D": CrossAttnUpBlock3D}
@@ -274,6 +277,52 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         for module in self.modules():
             if isinstance(module, TemporalAttention):
                 module.pack_sequences = pack
+
+    def set_temporal_attention_kernel(self, kernel: str) -> None:
+        """'sdpa' (torch's attention, packed per `set_temporal_attention_packing`) or 'triton'
+        (one Triton kernel for all of a motion module's 16-frame sequences; packing then
+        does not apply). Raises RuntimeError when Triton cannot run on the model's device."""
+        if kernel not in TEMPORAL_ATTENTION_KERNELS:
+            raise ValueError(f"temporal attention kernel must be one of {list(TEMPORAL_ATTENTION_KERNELS)}, got {kernel!r}")
+        op = None
+        if kernel == "triton":
+            self._require_triton("temporal attention")
+            from ..kernels.short_attention import short_self_attention as op
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.short_attention = op
+
+    def set_geglu_kernel(self, kernel: str) -> None:
+        """'torch' (two matmuls, then the gating) or 'triton' (one matmul with the gating
+        fused, writing only the gated half) for every feed-forward's GEGLU projection.
+        Raises RuntimeError when Triton cannot run on the model's device."""
+        if kernel not in GEGLU_KERNELS:
+            raise ValueError(f"GEGLU kernel must be one of {list(GEGLU_KERNELS)}, got {kernel!r}")
+        op = None
+        if kernel == "triton":
+            self._require_triton("GEGLU")
+            from ..kernels.geglu_linear import geglu_linear as op
+        for module in self.modules():
+            if isinstance(module, GEGLU):
+                module.fused = op
+
+    @property
+    def geglu_kernel(self) -> str:
+        kernels = {m.fused is not None for m in self.modules() if isinstance(m, GEGLU)}
+        return "triton" if kernels == {True} else "torch"
+
+    def _require_triton(self, what: str) -> None:
+        from ..kernels import triton_available
+
+        device_type = next(self.parameters()).device.type
+        if not triton_available(device_type):
+            raise RuntimeError(f"the Triton {what} kernel cannot run on {device_type} here "
+                               "(it needs the `triton` package and a CUDA device)")
+
+    @property
+    def temporal_attention_kernel(self) -> str:
+        kernels = {m.short_attention is not None for m in self.modules() if isinstance(m, TemporalAttention)}
+        return "triton" if kernels == {True} else "sdpa"
 
     @property
     def temporal_attention_packing(self) -> int:

@@ -135,6 +135,9 @@ class Attention(nn.Module):
         # SDPA backends for the packed (masked) calls when the model's own choice has no
         # masked kernel (CUDA flash attention); None = the model's choice.
         self.packed_backends: list | None = None
+        # Self-attention only: a kernel taking the fused projection `(N, L, 3*inner)` and
+        # returning `(N, L, inner)` (latentsync.kernels.short_attention); None = SDPA.
+        self.short_attention = None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         n, length, inner = x.shape
@@ -145,7 +148,10 @@ class Attention(nn.Module):
         n, length, _ = x.shape
         if context is None:
             qkv_weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
-            q, k, v = F.linear(x, qkv_weight).chunk(3, dim=-1)
+            qkv = F.linear(x, qkv_weight)
+            if self.short_attention is not None:
+                return self.to_out[0](self.short_attention(qkv, self.heads))
+            q, k, v = qkv.chunk(3, dim=-1)
             if self.pack_sequences > 1 and n % self.pack_sequences == 0:
                 if self.packed_backends is None:
                     out = packed_self_attention(q, k, v, self.heads, self.pack_sequences)
@@ -174,9 +180,14 @@ class GEGLU(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out * 2)
         self.dim_out = dim_out
+        # A kernel computing the whole projection and gating in one pass
+        # (latentsync.kernels.geglu_linear); None = the two matmuls below.
+        self.fused = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias, n = self.proj.weight, self.proj.bias, self.dim_out
+        if self.fused is not None:
+            return self.fused(x, weight, bias)
         gate = F.gelu(F.linear(x, weight[n:], bias[n:]))
         return F.linear(x, weight[:n], bias[:n]).mul_(gate)
 

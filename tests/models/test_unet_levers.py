@@ -172,6 +172,72 @@ def test_temporal_packing_rejects_bad_values(unet):
             unet.set_temporal_attention_packing(bad)
 
 
+# ------------------------------------------------------------------ Triton kernels
+
+def _triton_runs_here() -> bool:
+    from latentsync.kernels import triton_available
+
+    return triton_available("cpu")
+
+
+needs_triton = pytest.mark.skipif(not _triton_runs_here(), reason="triton not installed (or TRITON_INTERPRET unset)")
+
+
+@needs_triton
+def test_triton_temporal_attention_replaces_the_motion_modules_sdpa_calls(unet):
+    frames = 3  # only temporal attentions have 3 tokens (see the packing test)
+    inputs = make_inputs(batch=2, frames=frames, size=8)
+    reference, plain_calls = _sdpa_calls(unet, inputs)
+    unet.set_temporal_attention_kernel("triton")
+    try:
+        assert unet.temporal_attention_kernel == "triton"
+        out, calls = _sdpa_calls(unet, inputs)
+        ops = _ops_called(unet, inputs)
+    finally:
+        unet.set_temporal_attention_kernel("sdpa")
+    temporal = [shape for shape, _ in plain_calls if shape[2] == frames]
+    assert temporal and not [shape for shape, _ in calls if shape[2] == frames]
+    assert len(calls) == len(plain_calls) - len(temporal)  # spatial and audio attention untouched
+    assert "latentsync::short_self_attention" in ops
+    assert unet.temporal_attention_kernel == "sdpa"
+    assert rel_err(out, reference) < 1e-5
+
+
+@needs_triton
+def test_triton_geglu_replaces_the_feed_forward_matmuls_and_gelu(unet):
+    inputs = make_inputs(batch=1, frames=3, size=8)
+    with torch.no_grad():
+        reference = unet(*inputs).sample
+    plain_ops = _ops_called(unet, inputs)
+    unet.set_geglu_kernel("triton")
+    try:
+        assert unet.geglu_kernel == "triton"
+        with torch.no_grad():
+            out = unet(*inputs).sample
+        ops = _ops_called(unet, inputs)
+    finally:
+        unet.set_geglu_kernel("torch")
+    assert "aten::gelu" in plain_ops and "aten::gelu" not in ops
+    assert "latentsync::geglu_linear" in ops and "latentsync::geglu_linear" not in plain_ops
+    assert unet.geglu_kernel == "torch"
+    assert rel_err(out, reference) < 1e-5
+
+
+def test_triton_kernels_reject_bad_values_and_say_when_triton_cannot_run(unet, monkeypatch):
+    with pytest.raises(ValueError, match="temporal attention kernel"):
+        unet.set_temporal_attention_kernel("cuda")
+    with pytest.raises(ValueError, match="GEGLU kernel"):
+        unet.set_geglu_kernel("fused")
+    import latentsync.kernels
+
+    monkeypatch.setattr(latentsync.kernels, "triton_available", lambda device_type="cuda": False)
+    with pytest.raises(RuntimeError, match="triton"):
+        unet.set_temporal_attention_kernel("triton")
+    with pytest.raises(RuntimeError, match="triton"):
+        unet.set_geglu_kernel("triton")
+    assert unet.temporal_attention_kernel == "sdpa" and unet.geglu_kernel == "torch"
+
+
 # ------------------------------------------------------------------ channels-last
 
 
