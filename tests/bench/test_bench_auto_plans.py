@@ -48,7 +48,8 @@ def test_the_runner_applies_each_auto_plan(plans, tmp_path):
     for name, plan in zip(("8gb-3s", "80gb-60s"), plans):
         # The plan's policy settings, on this CPU: the small model, fp32, few steps.
         settings = dict(plan.settings, device="cpu", precision="fp32", resolution=128, steps=3, compile="off",
-                        cuda_graphs=False, attention_backend="auto", face_backend="mediapipe")
+                        cuda_graphs=False, attention_backend="auto", temporal_attention_kernel="sdpa",
+                        geglu_kernel="torch", face_backend="mediapipe")
         spec = JobSpec(video=video, audio=assets / "quickstart_speech.wav", output=tmp_path / f"{name}.mp4",
                        weights="random-small")
         result = run_pipeline(spec, settings)

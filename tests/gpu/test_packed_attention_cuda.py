@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
+from gpu_testlib import cuda_unet_and_inputs
 from latentsync.models.unet_blocks import packed_self_attention
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -44,14 +44,7 @@ def test_packed_rows_match_one_sequence_per_row_at_full_size(backend, rows, head
 
 def small_cuda_unet_and_inputs():
     """The small random UNet in fp16 on the GPU, and a CFG-sized batch (2 x 16 frames, 32x32 latents)."""
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
-    randomize_zero_initialized(unet)
-    unet = unet.to("cuda", torch.float16).eval().requires_grad_(False)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    sample = torch.randn(2, 13, 16, 32, 32, device="cuda", dtype=torch.float16, generator=g)
-    audio = torch.randn(32, 50, 384, device="cuda", dtype=torch.float16, generator=g)
-    return unet, sample, audio
+    return cuda_unet_and_inputs("small", latent=32)
 
 
 def test_unet_forward_with_packing_matches_unpacked_on_cuda():

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpu_testlib import cuda_unet_and_inputs
 from latentsync.kernels import triton_available
-from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available("cuda")),
                                 reason="needs a CUDA GPU and triton")
@@ -52,13 +52,7 @@ def test_geglu_linear_at_full_size(rows, k, h):
 @pytest.mark.parametrize("compiled", [False, True])
 def test_full_size_unet_forward_with_both_kernels(compiled, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel.from_config(builtin_unet_config("1.6"))
-    randomize_zero_initialized(unet)
-    unet = unet.to("cuda", torch.float16).eval().requires_grad_(False)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    sample = torch.randn(2, 13, 16, 64, 64, device="cuda", dtype=torch.float16, generator=g)
-    audio = torch.randn(32, 50, 384, device="cuda", dtype=torch.float16, generator=g)
+    unet, sample, audio = cuda_unet_and_inputs("1.6", latent=64)
     with torch.no_grad():
         plain = unet(sample, 500, encoder_hidden_states=audio).sample.float()
         unet.set_temporal_attention_kernel("triton")

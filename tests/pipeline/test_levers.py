@@ -140,6 +140,27 @@ def test_prepare_unet_applies_temporal_attention_pack(small_unet):
     assert small_unet.temporal_attention_packing == 1
 
 
+def test_prepare_unet_applies_the_triton_kernels_or_says_why_not(small_unet, monkeypatch):
+    import latentsync.kernels
+
+    settings = {"temporal_attention_kernel": "triton", "geglu_kernel": "triton", "compile": "off"}
+    if latentsync.kernels.triton_available("cpu"):  # Triton's interpreter (tests/conftest.py)
+        warnings: list[str] = []
+        runner.prepare_unet(small_unet, settings, warnings)
+        assert small_unet.temporal_attention_kernel == "triton" and small_unet.geglu_kernel == "triton"
+        assert warnings == []
+    # where Triton cannot run, the job keeps PyTorch's kernels and the report says so
+    monkeypatch.setattr(latentsync.kernels, "triton_available", lambda device_type="cuda": False)
+    warnings = []
+    runner.prepare_unet(small_unet, settings, warnings)
+    assert small_unet.temporal_attention_kernel == "sdpa" and small_unet.geglu_kernel == "torch"
+    assert len(warnings) == 2
+    assert "temporal_attention_kernel: triton asked for, running sdpa" in warnings[0]
+    assert "geglu_kernel: triton asked for, running torch" in warnings[1]
+    runner.prepare_unet(small_unet, {"compile": "off"})  # a plan without the keys: torch's kernels
+    assert small_unet.temporal_attention_kernel == "sdpa" and small_unet.geglu_kernel == "torch"
+
+
 @pytest.mark.parametrize(
     "compile_mode, graphs, torch_mode",
     [("default", False, "default"), ("default", True, "reduce-overhead"),
