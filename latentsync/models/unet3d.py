@@ -53,6 +53,7 @@ from .unet_blocks import (
     FrameSpanningGroupNorm,
     GEGLU,
     PerFrameGroupNorm,
+    SilentAudio,
     UNetMidBlock3DCrossAttn,
     UpBlock3D,
 )
@@ -347,17 +348,20 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         deepcache_branch: int | None = None,
         cached_features: torch.Tensor | None = None,
         return_deep_features: bool = False,
+        silent_audio_batch: int = 0,
         return_dict: bool = True,
     ) -> UNet3DOutput | tuple:
+        """`silent_audio_batch`: the first that many batch items' audio is all zeros (CFG's
+        unconditional half; the caller vouches for it, nothing is checked on the device).
+        Their audio cross-attentions then add the output bias instead of attending
+        (`SilentAudio`): the same result for less work."""
+        args = (sample, timestep, encoder_hidden_states, deepcache_branch, cached_features, return_deep_features,
+                silent_audio_batch)
         if self._sdpa_backends is None:
-            output = self._forward(
-                sample, timestep, encoder_hidden_states, deepcache_branch, cached_features, return_deep_features
-            )
+            output = self._forward(*args)
         else:
             with sdpa_kernel(list(self._sdpa_backends)):
-                output = self._forward(
-                    sample, timestep, encoder_hidden_states, deepcache_branch, cached_features, return_deep_features
-                )
+                output = self._forward(*args)
         if not return_dict:
             return (output.sample, output.deep_features)
         return output
@@ -387,6 +391,7 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         deepcache_branch: int | None,
         cached_features: torch.Tensor | None,
         return_deep_features: bool,
+        silent_audio_batch: int = 0,
     ) -> UNet3DOutput:
         if sample.dim() != 5:
             raise ValueError(f"sample must be (batch, channels, frames, h, w), got shape {tuple(sample.shape)}")
@@ -416,6 +421,12 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
                     f"encoder_hidden_states has {audio.shape[0]} rows; expected batch*frames = {batch * num_frames}"
                 )
             audio = audio.to(dtype)
+        if silent_audio_batch:
+            if audio is None or not 0 < silent_audio_batch < batch:
+                raise ValueError(f"silent_audio_batch must be in 1..{batch - 1} with audio given, "
+                                 f"got {silent_audio_batch}")
+            silent_rows = silent_audio_batch * num_frames
+            audio = SilentAudio(tokens=audio[silent_rows:], silent_rows=silent_rows)
 
         temb_act = F.silu(self._time_embedding(timestep, batch, sample.device))
 

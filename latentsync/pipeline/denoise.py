@@ -33,6 +33,9 @@ class DenoiseSettings:
     # graph step, and features kept across steps (DeepCache) are copied out of the
     # graph's memory pool before the next replay overwrites them.
     cuda_graphs: bool = False
+    # CFG steps: the unconditional half's audio is all zeros, so its audio cross-attentions
+    # add their output bias instead of attending (uncond_audio_attention: bias; same result).
+    uncond_audio_bias: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict) -> "DenoiseSettings":
@@ -46,6 +49,7 @@ class DenoiseSettings:
             deepcache_interval=int(settings["deepcache_interval"]),
             deepcache_branch=int(settings["deepcache_branch"]),
             cuda_graphs=bool(settings.get("cuda_graphs")) and settings.get("compile", "off") != "off",
+            uncond_audio_bias=settings.get("uncond_audio_attention", "compute") == "bias",
         )
 
     def cfg_steps(self) -> int:
@@ -86,10 +90,11 @@ class DenoiseStats:
 UnetCall = Callable[..., object]
 
 
-def _unet_forward(unet, sample, timestep, audio, *, branch, cached, want_cache):
+def _unet_forward(unet, sample, timestep, audio, *, branch, cached, want_cache, silent_audio_batch=0):
     """Call the UNet, with or without DeepCache features. Returns (eps, deep_features)."""
+    extra = {"silent_audio_batch": silent_audio_batch} if silent_audio_batch else {}
     if branch is None:
-        out = unet(sample, timestep, encoder_hidden_states=audio)
+        out = unet(sample, timestep, encoder_hidden_states=audio, **extra)
         return out.sample, None
     out = unet(
         sample,
@@ -98,6 +103,7 @@ def _unet_forward(unet, sample, timestep, audio, *, branch, cached, want_cache):
         deepcache_branch=branch,
         cached_features=cached,
         return_deep_features=want_cache,
+        **extra,
     )
     return out.sample, getattr(out, "deep_features", None)
 
@@ -163,15 +169,19 @@ def denoise(
                 full = True
         if settings.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
+        silent = k if use_cfg and settings.uncond_audio_bias else 0  # the zero-audio half: first k items
         if branch is None:
-            eps, _ = _unet_forward(unet, sample, t, audio, branch=None, cached=None, want_cache=False)
+            eps, _ = _unet_forward(unet, sample, t, audio, branch=None, cached=None, want_cache=False,
+                                   silent_audio_batch=silent)
         elif full:
-            eps, cached = _unet_forward(unet, sample, t, audio, branch=branch, cached=None, want_cache=True)
+            eps, cached = _unet_forward(unet, sample, t, audio, branch=branch, cached=None, want_cache=True,
+                                        silent_audio_batch=silent)
             if settings.cuda_graphs:
                 cached = _copy_features(cached)
             cached_batch = batch
         else:
-            eps, _ = _unet_forward(unet, sample, t, audio, branch=branch, cached=cached, want_cache=False)
+            eps, _ = _unet_forward(unet, sample, t, audio, branch=branch, cached=cached, want_cache=False,
+                                   silent_audio_batch=silent)
         if stats is not None:
             stats.unet_calls += 1
             stats.full_calls += int(full or branch is None)

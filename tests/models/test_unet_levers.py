@@ -172,6 +172,43 @@ def test_temporal_packing_rejects_bad_values(unet):
             unet.set_temporal_attention_packing(bad)
 
 
+# ------------------------------------------------------------------ silent (CFG unconditional) audio
+
+def test_silent_audio_rows_add_the_bias_instead_of_attending_with_the_same_result(unet):
+    frames = 3
+    sample, t, audio = make_inputs(batch=2, frames=frames, size=8)
+    audio = audio.clone()
+    audio[:frames] = 0  # batch item 0 hears silence (CFG's unconditional half)
+    rows_seen = []
+    hooks = [m.to_q.register_forward_hook(lambda mod, inp, out: rows_seen.append(inp[0].shape[0]))
+             for name, m in unet.named_modules() if name.endswith("attn2")]
+    try:
+        with torch.no_grad():
+            full = unet(sample, t, encoder_hidden_states=audio).sample
+            full_rows = list(rows_seen)
+            rows_seen.clear()
+            skipped = unet(sample, t, encoder_hidden_states=audio, silent_audio_batch=1).sample
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert hooks and full_rows and all(r == 2 * frames for r in full_rows)
+    assert rows_seen == [frames] * len(full_rows)  # only the real-audio item's frames attend
+    assert rel_err(skipped, full) < 1e-6
+    # the same call with real audio in item 0 would differ: the flag is a promise, not a check
+    with torch.no_grad():
+        heard = unet(sample, t, encoder_hidden_states=torch.randn_like(audio)).sample
+    assert rel_err(heard, full) > 1e-3
+
+
+def test_silent_audio_batch_must_leave_some_audio(unet):
+    sample, t, audio = make_inputs(batch=2, frames=3, size=8)
+    for bad in (2, 3, -1):
+        with pytest.raises(ValueError, match="silent_audio_batch"), torch.no_grad():
+            unet(sample, t, encoder_hidden_states=audio, silent_audio_batch=bad)
+    with pytest.raises(ValueError, match="silent_audio_batch"), torch.no_grad():
+        unet(sample, t, encoder_hidden_states=None, silent_audio_batch=1)
+
+
 # ------------------------------------------------------------------ Triton kernels
 
 def _triton_runs_here() -> bool:

@@ -109,3 +109,34 @@ def test_dpmpp_scheduler_runs_requested_steps_and_differs_from_ddim():
     assert len(unet.calls) == 8
     b = denoise(RecordingUnet(), make_inputs(), settings(steps=8, scheduler="ddim"))
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("deepcache", [False, True])
+def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only(deepcache):
+    """uncond_audio_attention: bias -> the CFG steps call the UNet with silent_audio_batch = k
+    (the zero-audio half comes first); steps after CFG stops, and the default, do not."""
+    from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
+
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel.from_config(builtin_unet_config("small")).eval()
+    randomize_zero_initialized(unet, seed=1, std=0.05)
+    seen = []
+    original = unet.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("silent_audio_batch", 0))
+        return original(*args, **kwargs)
+
+    unet.forward = spy
+    inputs = make_inputs(k=2, frames=3, size=8)
+    computed = denoise(unet, inputs, settings(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5,
+                                              deepcache=deepcache, deepcache_interval=2))
+    assert seen == [0, 0, 0, 0]
+    seen.clear()
+    biased = denoise(unet, inputs, settings(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5,
+                                            deepcache=deepcache, deepcache_interval=2, uncond_audio_bias=True))
+    assert seen == [2, 2, 0, 0]
+    assert torch.allclose(biased, computed, atol=1e-5, rtol=1e-5)
+    assert DenoiseSettings.from_settings(
+        {"steps": 4, "scheduler": "ddim", "guidance_scale": 1.5, "cfg_mode": "all", "deepcache": False,
+         "deepcache_interval": 3, "deepcache_branch": 0, "uncond_audio_attention": "bias"}).uncond_audio_bias
