@@ -23,17 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.gpu_stages import sync, timeit  # noqa: E402
-from benchmarks.unet_profile import cuda_kernels, kernel_kind, profile_forward  # noqa: E402
+from benchmarks.unet_profile import cuda_kernels, profile_forward, summarize_kernels  # noqa: E402
 from latentsync.pipeline.vae import build_random_vae, decode_latents, encode_images  # noqa: E402
 from latentsync.runner import prepare_vae  # noqa: E402
-
-
-def kind_totals(prof) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for name, ms, _ in cuda_kernels(prof):
-        kind = kernel_kind(name)
-        totals[kind] = totals.get(kind, 0.0) + ms
-    return totals
 
 
 def main(argv=None) -> int:
@@ -81,7 +73,7 @@ def main(argv=None) -> int:
                 first = time.perf_counter() - start
                 seconds = timeit(fn, device, warmup=1, reps=3)
                 prof = profile_forward(lambda: fn(), ((), {}), device)
-                by_kind = kind_totals(prof) if device.type == "cuda" else {}
+                by_kind = summarize_kernels(prof) if device.type == "cuda" else {}
                 top = cuda_kernels(prof)[:40] if device.type == "cuda" else []
                 entry[name] = {"s": seconds, "first_call_s": first, "tflop": flops[name] / 1e12,
                                "tflops": flops[name] / seconds / 1e12, "ms_by_kernel_kind": by_kind,
