@@ -30,7 +30,7 @@ from latentsync.runner import run_pipeline  # noqa: E402
 
 BASE = dict(
     device="cuda", precision="fp16", resolution=512, scheduler="ddim", steps=20, guidance_scale=1.5,
-    cfg_mode="all", cfg_fraction=1.0, uncond_audio_attention="compute", deepcache=False, deepcache_interval=3, deepcache_branch=0,
+    cfg_mode="all", cfg_fraction=1.0, uncond_audio_attention="compute", cfg_shared_prefix=False, deepcache=False, deepcache_interval=3, deepcache_branch=0,
     compile="off", cuda_graphs=False, frames_per_batch=16, chunk_frames=16, vae_slicing=False,
     vae_tiling=False, vae_batch=16, vae_decode_region="full", reference_frames="per_frame", paste_backend="cpu", attention_backend="auto", temporal_attention_pack=1, temporal_attention_kernel="sdpa", geglu_kernel="torch", channels_last=False, face_backend="mediapipe",
     seed=1247,

@@ -17,7 +17,7 @@ from ..jobs import JobSpec
 
 # Settings that change the GPU work of a batch (device, face backend and seed do not).
 MEASURED_SETTINGS = (
-    "precision", "resolution", "scheduler", "steps", "guidance_scale", "cfg_mode", "cfg_fraction", "uncond_audio_attention", "deepcache",
+    "precision", "resolution", "scheduler", "steps", "guidance_scale", "cfg_mode", "cfg_fraction", "uncond_audio_attention", "cfg_shared_prefix", "deepcache",
     "deepcache_interval", "deepcache_branch", "compile", "cuda_graphs", "frames_per_batch", "chunk_frames",
     "vae_slicing", "vae_tiling", "vae_batch", "vae_decode_region", "reference_frames", "attention_backend", "temporal_attention_pack", "temporal_attention_kernel", "geglu_kernel", "channels_last",
 )

@@ -349,14 +349,21 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         cached_features: torch.Tensor | None = None,
         return_deep_features: bool = False,
         silent_audio_batch: int = 0,
+        cfg_shared_prefix: bool = False,
         return_dict: bool = True,
     ) -> UNet3DOutput | tuple:
         """`silent_audio_batch`: the first that many batch items' audio is all zeros (CFG's
         unconditional half; the caller vouches for it, nothing is checked on the device).
         Their audio cross-attentions then add the output bias instead of attending
-        (`SilentAudio`): the same result for less work."""
+        (`SilentAudio`): the same result for less work.
+
+        `cfg_shared_prefix`: the batch's first half is a copy of its second half (sample and
+        timestep) and differs only in audio (CFG: unconditional, then conditional; the caller
+        vouches for it). Everything before the first audio cross-attention (`conv_in`, the
+        first ResNet, the first self-attention) then runs once, on the second half, and is
+        doubled there: the same result for less work."""
         args = (sample, timestep, encoder_hidden_states, deepcache_branch, cached_features, return_deep_features,
-                silent_audio_batch)
+                silent_audio_batch, cfg_shared_prefix)
         if self._sdpa_backends is None:
             output = self._forward(*args)
         else:
@@ -392,6 +399,7 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         cached_features: torch.Tensor | None,
         return_deep_features: bool,
         silent_audio_batch: int = 0,
+        cfg_shared_prefix: bool = False,
     ) -> UNet3DOutput:
         if sample.dim() != 5:
             raise ValueError(f"sample must be (batch, channels, frames, h, w), got shape {tuple(sample.shape)}")
@@ -427,18 +435,26 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
                                  f"got {silent_audio_batch}")
             silent_rows = silent_audio_batch * num_frames
             audio = SilentAudio(tokens=audio[silent_rows:], silent_rows=silent_rows)
+        if cfg_shared_prefix:
+            if batch % 2 or (silent_audio_batch and silent_audio_batch != batch // 2):
+                raise ValueError(
+                    f"cfg_shared_prefix needs an even batch whose halves are CFG's (silent_audio_batch "
+                    f"{batch // 2} or 0); got batch {batch}, silent_audio_batch {silent_audio_batch}"
+                )
+            x = x[batch // 2 * num_frames:]  # the first half is the same input: computed once
 
         temb_act = F.silu(self._time_embedding(timestep, batch, sample.device))
 
         # Down path: skip 0 is conv_in's output; a cached step needs skips 0..branch only.
         h = self.conv_in(x)
-        skips = [h]
+        skips = [torch.cat([h, h]) if cfg_shared_prefix else h]
         needed = deepcache_branch if cached_step else self.num_skips - 1
-        for block in self.down_blocks:
+        for index, block in enumerate(self.down_blocks):
             remaining = needed - (len(skips) - 1)
             if remaining <= 0:
                 break
-            h, block_skips = block(h, temb_act, audio, num_frames, num_units=min(remaining, block.num_units))
+            h, block_skips = block(h, temb_act, audio, num_frames, num_units=min(remaining, block.num_units),
+                                   fork=cfg_shared_prefix and index == 0)
             skips.extend(block_skips)
 
         if not cached_step:

@@ -235,13 +235,19 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, audio: "torch.Tensor | SilentAudio | None") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, audio: "torch.Tensor | SilentAudio | None", fork: bool = False) -> torch.Tensor:
+        """`fork`: x holds one copy of rows that CFG's two halves share (see the UNet's
+        `cfg_shared_prefix`); the block returns both halves, unconditional rows first,
+        from its audio cross-attention on."""
         x = self.attn1(self.norm1(x)) + x
         if self.attn2 is not None and isinstance(audio, SilentAudio):
-            silent, heard = x[: audio.silent_rows], x[audio.silent_rows:]
+            silent, heard = (x, x) if fork else (x[: audio.silent_rows], x[audio.silent_rows:])
             x = torch.cat([silent + self.attn2.to_out[0].bias, self.attn2(self.norm2(heard), audio.tokens) + heard])
-        elif self.attn2 is not None and audio is not None:
-            x = self.attn2(self.norm2(x), audio) + x
+        else:
+            if fork:
+                x = torch.cat([x, x])
+            if self.attn2 is not None and audio is not None:
+                x = self.attn2(self.norm2(x), audio) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -274,14 +280,19 @@ class Transformer3DModel(nn.Module):
         )
         self.proj_out = nn.Conv2d(inner_dim, in_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, audio: "torch.Tensor | SilentAudio | None", fork: bool = False) -> torch.Tensor:
+        """`fork`: x holds the rows CFG's halves share; returns twice as many rows (see
+        `BasicTransformerBlock`), the residual added to both halves by broadcasting."""
         _, _, height, width = x.shape
         tokens = image_to_tokens(self.norm(x))
         tokens = F.linear(tokens, self.proj_in.weight.flatten(1), self.proj_in.bias)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, audio)
+        for index, block in enumerate(self.transformer_blocks):
+            tokens = block(tokens, audio, fork=fork and index == 0)
         tokens = F.linear(tokens, self.proj_out.weight.flatten(1), self.proj_out.bias)
-        return tokens_to_image(tokens, height, width) + x
+        out = tokens_to_image(tokens, height, width)
+        if fork:
+            return (out.unflatten(0, (2, -1)) + x).flatten(0, 1)
+        return out + x
 
 
 # --------------------------------------------------------------------------- resnet and resampling
@@ -428,15 +439,22 @@ class DownBlock3D(nn.Module):
         audio: torch.Tensor | None,
         num_frames: int,
         num_units: int | None = None,
+        fork: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`fork`: x holds the rows CFG's halves share (the UNet's `cfg_shared_prefix`); the
+        first layer runs on them once and doubles them where the audio first matters."""
         num_units = self.num_units if num_units is None else num_units
         skips: list[torch.Tensor] = []
         for i, resnet in enumerate(self.resnets):
             if i >= num_units:
                 return x, skips
-            x = resnet(x, temb_act, num_frames)
+            forks_here = fork and i == 0
+            # Before the fork only the conditional half's time embedding is needed (both are equal).
+            x = resnet(x, temb_act[temb_act.shape[0] // 2:] if forks_here else temb_act, num_frames)
             if self.attentions is not None:
-                x = self.attentions[i](x, audio)
+                x = self.attentions[i](x, audio, fork=forks_here)
+            elif forks_here:
+                x = torch.cat([x, x])
             if len(self.motion_modules):
                 x = self.motion_modules[i](x, num_frames)
             skips.append(x)

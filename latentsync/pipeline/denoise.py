@@ -36,6 +36,9 @@ class DenoiseSettings:
     # CFG steps: the unconditional half's audio is all zeros, so its audio cross-attentions
     # add their output bias instead of attending (uncond_audio_attention: bias; same result).
     uncond_audio_bias: bool = False
+    # CFG steps: the halves share their input, so the UNet runs everything before the first
+    # audio cross-attention once (cfg_shared_prefix; same result).
+    cfg_shared_prefix: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict) -> "DenoiseSettings":
@@ -50,6 +53,7 @@ class DenoiseSettings:
             deepcache_branch=int(settings["deepcache_branch"]),
             cuda_graphs=bool(settings.get("cuda_graphs")) and settings.get("compile", "off") != "off",
             uncond_audio_bias=settings.get("uncond_audio_attention", "compute") == "bias",
+            cfg_shared_prefix=bool(settings.get("cfg_shared_prefix", False)),
         )
 
     def cfg_steps(self) -> int:
@@ -90,9 +94,12 @@ class DenoiseStats:
 UnetCall = Callable[..., object]
 
 
-def _unet_forward(unet, sample, timestep, audio, *, branch, cached, want_cache, silent_audio_batch=0):
+def _unet_forward(unet, sample, timestep, audio, *, branch, cached, want_cache, silent_audio_batch=0,
+                  cfg_shared_prefix=False):
     """Call the UNet, with or without DeepCache features. Returns (eps, deep_features)."""
     extra = {"silent_audio_batch": silent_audio_batch} if silent_audio_batch else {}
+    if cfg_shared_prefix:
+        extra["cfg_shared_prefix"] = True
     if branch is None:
         out = unet(sample, timestep, encoder_hidden_states=audio, **extra)
         return out.sample, None
@@ -169,19 +176,21 @@ def denoise(
                 full = True
         if settings.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        silent = k if use_cfg and settings.uncond_audio_bias else 0  # the zero-audio half: first k items
+        cfg_kwargs = {
+            "silent_audio_batch": k if use_cfg and settings.uncond_audio_bias else 0,  # zero audio: first k items
+            "cfg_shared_prefix": use_cfg and settings.cfg_shared_prefix,
+        }
         if branch is None:
-            eps, _ = _unet_forward(unet, sample, t, audio, branch=None, cached=None, want_cache=False,
-                                   silent_audio_batch=silent)
+            eps, _ = _unet_forward(unet, sample, t, audio, branch=None, cached=None, want_cache=False, **cfg_kwargs)
         elif full:
             eps, cached = _unet_forward(unet, sample, t, audio, branch=branch, cached=None, want_cache=True,
-                                        silent_audio_batch=silent)
+                                        **cfg_kwargs)
             if settings.cuda_graphs:
                 cached = _copy_features(cached)
             cached_batch = batch
         else:
             eps, _ = _unet_forward(unet, sample, t, audio, branch=branch, cached=cached, want_cache=False,
-                                   silent_audio_batch=silent)
+                                   **cfg_kwargs)
         if stats is not None:
             stats.unet_calls += 1
             stats.full_calls += int(full or branch is None)

@@ -209,6 +209,91 @@ def test_silent_audio_batch_must_leave_some_audio(unet):
         unet(sample, t, encoder_hidden_states=None, silent_audio_batch=1)
 
 
+# ------------------------------------------------------------------ CFG's shared prefix
+
+
+def _cfg_pair(frames: int, size: int = 8):
+    """A CFG batch: the same sample and timestep twice, zero audio then real audio."""
+    sample, t, audio = make_inputs(batch=1, frames=frames, size=size)
+    return torch.cat([sample, sample]), t, torch.cat([torch.zeros_like(audio), audio])
+
+
+def _rows_into(unet, names):
+    seen = {name: [] for name in names}
+    modules = dict(unet.named_modules())
+    hooks = [modules[name].register_forward_hook(lambda mod, inp, out, name=name: seen[name].append(inp[0].shape[0]))
+             for name in names]
+    return seen, hooks
+
+
+@pytest.mark.parametrize("silent_audio_batch", [0, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cfg_shared_prefix_runs_the_prefix_once_with_the_same_result(silent_audio_batch, channels_last):
+    unet = make_unet()
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    frames = 3
+    sample, t, audio = _cfg_pair(frames)
+    first = "down_blocks.0.attentions.0.transformer_blocks.0"
+    watched = ["conv_in", "down_blocks.0.resnets.0.conv1", f"{first}.attn1.to_out.0", f"{first}.attn2.to_out.0",
+               f"{first}.ff.net.2", "down_blocks.0.motion_modules.0", "down_blocks.0.resnets.1.conv1", "conv_out"]
+    seen, hooks = _rows_into(unet, watched)
+    try:
+        with torch.no_grad():
+            full = unet(sample, t, encoder_hidden_states=audio, silent_audio_batch=silent_audio_batch).sample
+            full_rows = {name: list(rows) for name, rows in seen.items()}
+            for rows in seen.values():
+                rows.clear()
+            shared = unet(sample, t, encoder_hidden_states=audio, silent_audio_batch=silent_audio_batch,
+                          cfg_shared_prefix=True).sample
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert full_rows["conv_in"] == [2 * frames] and seen["conv_in"] == [frames]
+    assert seen["down_blocks.0.resnets.0.conv1"] == [frames]
+    assert full_rows[f"{first}.attn1.to_out.0"] == [2 * frames]
+    assert seen[f"{first}.attn1.to_out.0"] == [frames]  # the first self-attention: once
+    # from the first audio cross-attention on, both halves run (with `bias` only the heard one attends)
+    assert seen[f"{first}.attn2.to_out.0"] == [(2 - silent_audio_batch) * frames]
+    for after in (f"{first}.ff.net.2", "down_blocks.0.motion_modules.0", "down_blocks.0.resnets.1.conv1", "conv_out"):
+        assert seen[after] == full_rows[after], after
+    assert shared.shape == full.shape
+    assert rel_err(shared, full) < 1e-5
+    # the flag is a promise: halves that differ in their sample give a different result
+    other = sample.clone()
+    other[0] += 1
+    with torch.no_grad():
+        broken = unet(other, t, encoder_hidden_states=audio, cfg_shared_prefix=True).sample
+        honest = unet(other, t, encoder_hidden_states=audio).sample
+    assert rel_err(broken, honest) > 1e-3
+
+
+@pytest.mark.parametrize("branch", [0, 1, 4])
+def test_cfg_shared_prefix_with_deepcache_full_and_cached_steps(unet, branch):
+    sample, t, audio = _cfg_pair(frames=3)
+    with torch.no_grad():
+        full = unet(sample, t, encoder_hidden_states=audio, deepcache_branch=branch, return_deep_features=True)
+        shared = unet(sample, t, encoder_hidden_states=audio, deepcache_branch=branch, return_deep_features=True,
+                      cfg_shared_prefix=True, silent_audio_batch=1)
+        assert rel_err(shared.sample, full.sample) < 1e-5
+        assert rel_err(shared.deep_features, full.deep_features) < 1e-5
+        later = torch.tensor([300])
+        cached = unet(sample, later, encoder_hidden_states=audio, deepcache_branch=branch,
+                      cached_features=full.deep_features).sample
+        cached_shared = unet(sample, later, encoder_hidden_states=audio, deepcache_branch=branch,
+                             cached_features=full.deep_features, cfg_shared_prefix=True).sample
+    assert rel_err(cached_shared, cached) < 1e-5
+
+
+def test_cfg_shared_prefix_needs_cfg_halves(unet):
+    sample, t, audio = make_inputs(batch=3, frames=2)
+    with pytest.raises(ValueError, match="cfg_shared_prefix"), torch.no_grad():
+        unet(sample, t, encoder_hidden_states=audio, cfg_shared_prefix=True)
+    sample, t, audio = make_inputs(batch=4, frames=2)
+    with pytest.raises(ValueError, match="cfg_shared_prefix"), torch.no_grad():
+        unet(sample, t, encoder_hidden_states=audio, cfg_shared_prefix=True, silent_audio_batch=1)
+
+
 # ------------------------------------------------------------------ Triton kernels
 
 def _triton_runs_here() -> bool:

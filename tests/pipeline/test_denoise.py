@@ -140,3 +140,33 @@ def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only
     assert DenoiseSettings.from_settings(
         {"steps": 4, "scheduler": "ddim", "guidance_scale": 1.5, "cfg_mode": "all", "deepcache": False,
          "deepcache_interval": 3, "deepcache_branch": 0, "uncond_audio_attention": "bias"}).uncond_audio_bias
+
+
+@pytest.mark.parametrize("deepcache", [False, True])
+def test_cfg_shared_prefix_is_asked_for_on_cfg_steps_only_with_the_same_latents(deepcache):
+    """cfg_shared_prefix: true -> the CFG steps call the UNet with cfg_shared_prefix=True (their
+    halves share sample and timestep); the steps after CFG stops do not."""
+    from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
+
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel.from_config(builtin_unet_config("small")).eval()
+    randomize_zero_initialized(unet, seed=1, std=0.05)
+    seen = []
+    original = unet.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("cfg_shared_prefix", False))
+        return original(*args, **kwargs)
+
+    unet.forward = spy
+    inputs = make_inputs(k=2, frames=3, size=8)
+    common = dict(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5, deepcache=deepcache, deepcache_interval=2)
+    computed = denoise(unet, inputs, settings(**common))
+    assert seen == [False] * 4
+    seen.clear()
+    shared = denoise(unet, inputs, settings(**common, cfg_shared_prefix=True, uncond_audio_bias=True))
+    assert seen == [True, True, False, False]
+    assert torch.allclose(shared, computed, atol=1e-5, rtol=1e-5)
+    assert DenoiseSettings.from_settings(
+        {"steps": 4, "scheduler": "ddim", "guidance_scale": 1.5, "cfg_mode": "all", "deepcache": False,
+         "deepcache_interval": 3, "deepcache_branch": 0, "cfg_shared_prefix": True}).cfg_shared_prefix
