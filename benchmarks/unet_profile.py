@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="UNet batch in chunks (2 = one chunk with CFG)")
     parser.add_argument("--modes", default="eager,compile", help="comma list of eager|compile, each optionally +channels_last, +tattn (Triton temporal "
                         "attention), +geglu (Triton GEGLU matmul), +packN (N pixel sequences per "
-                        "temporal attention row)")
+                        "temporal attention row), +bias (uncond_audio_attention: bias), +prefix (cfg_shared_prefix)")
     parser.add_argument("--backends", default="auto,cudnn,flash,efficient,math",
                         help="SDPA backends timed per attention shape ('' skips the attention table)")
     parser.add_argument("--packs", type=lambda v: [int(x) for x in v.split(",") if x], default=[4, 8, 16],
@@ -189,8 +189,13 @@ def main(argv=None) -> int:
     randomize_zero_initialized(unet)
     unet = unet.to(device, dtype).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(args.batch, 13, frames, latent, latent, generator=g).to(device, dtype)
+    # A CFG batch as the denoising loop builds it: the same input twice, zero audio first.
+    half = max(args.batch // 2, 1)
+    sample = torch.randn(half, 13, frames, latent, latent, generator=g).repeat(args.batch // half, 1, 1, 1, 1)
+    sample = sample.to(device, dtype)
     audio = torch.randn(args.batch * frames, 50, 384, generator=g).to(device, dtype)
+    if args.batch % 2 == 0:
+        audio[: half * frames] = 0
     t = torch.tensor(500, device=device)
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -215,15 +220,20 @@ def main(argv=None) -> int:
             unet.set_temporal_attention_packing(packs[0] if packs else 1)
             unet.set_temporal_attention_kernel("triton" if "tattn" in parts else "sdpa")
             unet.set_geglu_kernel("triton" if "geglu" in parts else "torch")
+            kwargs = {"encoder_hidden_states": audio}
+            if "bias" in parts:  # uncond_audio_attention: bias
+                kwargs["silent_audio_batch"] = args.batch // 2
+            if "prefix" in parts:  # cfg_shared_prefix: true
+                kwargs["cfg_shared_prefix"] = True
             if "compile" in parts:
                 torch._dynamo.reset()
                 model = torch.compile(unet, dynamic=False)
             start = time.perf_counter()
-            model(sample, t, encoder_hidden_states=audio)
+            model(sample, t, **kwargs)
             sync(device)
             first = time.perf_counter() - start
-            ms = 1000 * median_time(lambda: model(sample, t, encoder_hidden_states=audio), device)
-            prof = profile_forward(model, ((sample, t), {"encoder_hidden_states": audio}), device)
+            ms = 1000 * median_time(lambda: model(sample, t, **kwargs), device)
+            prof = profile_forward(model, ((sample, t), kwargs), device)
             by_kind = summarize_eager(prof, device) if "compile" not in parts else summarize_kernels(prof)
             if device.type == "cuda" and "compile" not in parts:
                 by_kernel = summarize_kernels(prof)
