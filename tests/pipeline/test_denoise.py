@@ -111,10 +111,8 @@ def test_dpmpp_scheduler_runs_requested_steps_and_differs_from_ddim():
     assert not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("deepcache", [False, True])
-def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only(deepcache):
-    """uncond_audio_attention: bias -> the CFG steps call the UNet with silent_audio_batch = k
-    (the zero-audio half comes first); steps after CFG stops, and the default, do not."""
+def _small_unet_recording(kwarg: str, default):
+    """A small random UNet whose calls record one keyword argument (`default` when absent)."""
     from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
 
     torch.manual_seed(0)
@@ -124,17 +122,24 @@ def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only
     original = unet.forward
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("silent_audio_batch", 0))
+        seen.append(kwargs.get(kwarg, default))
         return original(*args, **kwargs)
 
     unet.forward = spy
+    return unet, seen
+
+
+@pytest.mark.parametrize("deepcache", [False, True])
+def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only(deepcache):
+    """uncond_audio_attention: bias -> the CFG steps call the UNet with silent_audio_batch = k
+    (the zero-audio half comes first); steps after CFG stops, and the default, do not."""
+    unet, seen = _small_unet_recording("silent_audio_batch", 0)
     inputs = make_inputs(k=2, frames=3, size=8)
-    computed = denoise(unet, inputs, settings(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5,
-                                              deepcache=deepcache, deepcache_interval=2))
+    common = dict(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5, deepcache=deepcache, deepcache_interval=2)
+    computed = denoise(unet, inputs, settings(**common))
     assert seen == [0, 0, 0, 0]
     seen.clear()
-    biased = denoise(unet, inputs, settings(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5,
-                                            deepcache=deepcache, deepcache_interval=2, uncond_audio_bias=True))
+    biased = denoise(unet, inputs, settings(**common, uncond_audio_bias=True))
     assert seen == [2, 2, 0, 0]
     assert torch.allclose(biased, computed, atol=1e-5, rtol=1e-5)
     assert DenoiseSettings.from_settings(
@@ -146,19 +151,7 @@ def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only
 def test_cfg_shared_prefix_is_asked_for_on_cfg_steps_only_with_the_same_latents(deepcache):
     """cfg_shared_prefix: true -> the CFG steps call the UNet with cfg_shared_prefix=True (their
     halves share sample and timestep); the steps after CFG stops do not."""
-    from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
-
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel.from_config(builtin_unet_config("small")).eval()
-    randomize_zero_initialized(unet, seed=1, std=0.05)
-    seen = []
-    original = unet.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("cfg_shared_prefix", False))
-        return original(*args, **kwargs)
-
-    unet.forward = spy
+    unet, seen = _small_unet_recording("cfg_shared_prefix", False)
     inputs = make_inputs(k=2, frames=3, size=8)
     common = dict(steps=4, cfg_mode="first_fraction", cfg_fraction=0.5, deepcache=deepcache, deepcache_interval=2)
     computed = denoise(unet, inputs, settings(**common))
