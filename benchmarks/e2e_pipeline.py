@@ -194,7 +194,10 @@ def main(argv=None):
             warm = JobSpec(video=warm_video, audio=warm_audio, output=args.workdir / "warmup.mp4", weights=args.weights)
             warm_start = time.perf_counter()
             run_pipeline(warm, dict(settings))
-            print(f"{name:18s} warm-up {time.perf_counter() - warm_start:.1f} s (untimed)", flush=True)
+            warmup_s = time.perf_counter() - warm_start
+            print(f"{name:18s} warm-up {warmup_s:.1f} s (untimed)", flush=True)
+        else:
+            warmup_s = None
         spec = JobSpec(video=video, audio=audio, output=out, weights=args.weights)
         start = time.perf_counter()
         try:
@@ -207,7 +210,7 @@ def main(argv=None):
         timings = result.timings
         steady = wall - timings.get("load_models", 0.0)
         outputs[name] = out
-        run = {"preset": name, "settings": settings, "wall_s": wall, "wall_s_without_model_load": steady,
+        run = {"preset": name, "settings": settings, "warmup_s": warmup_s, "wall_s": wall, "wall_s_without_model_load": steady,
                "s_per_video_s": steady / result.video_seconds, "timings": timings,
                "gpu_busy_fraction": timings.get("gpu", 0.0) / steady if steady else None,
                "peak_vram_gib": result.peak_vram_gib, "frames": result.frames_total, "stats": result.stats,
