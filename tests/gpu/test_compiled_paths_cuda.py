@@ -23,8 +23,10 @@ def inputs(device, dtype, k=2, frames=16, size=16):
                          ref_latents=rnd(k, 4, frames, size, size), audio=rnd(k * frames, 50, 384))
 
 
-@pytest.mark.parametrize("graphs", [False, True])
-def test_compiled_unet_with_deepcache_matches_eager(graphs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("graphs, shortcuts", [(False, False), (True, False), (True, True)])
+def test_compiled_unet_with_deepcache_matches_eager(graphs, shortcuts, tmp_path, monkeypatch):
+    """`shortcuts`: the compiled run also takes the CFG shortcuts (uncond_audio_attention bias,
+    cfg_shared_prefix), against the eager run without them."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     device, dtype = torch.device("cuda"), torch.float16
     unet = UNet3DConditionModel.from_config(builtin_unet_config("small"))
@@ -38,6 +40,8 @@ def test_compiled_unet_with_deepcache_matches_eager(graphs, tmp_path, monkeypatc
         dict(plan, compile="off")))
     compiled_settings = dict(plan, compile="default")
     model = runner.prepare_unet(unet, compiled_settings)
+    if shortcuts:
+        compiled_settings.update(uncond_audio_attention="bias", cfg_shared_prefix=True)
     first = denoise(model, data, DenoiseSettings.from_settings(compiled_settings))
     second = denoise(model, data, DenoiseSettings.from_settings(compiled_settings))  # replayed graphs
     runner._compiled.clear()
