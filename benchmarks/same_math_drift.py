@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from latentsync.kernels import triton_available  # noqa: E402
 from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized  # noqa: E402
 from latentsync.pipeline.denoise import DenoiseInputs, DenoiseSettings, denoise  # noqa: E402
 
@@ -97,8 +98,6 @@ def main(argv=None) -> int:
     fp32_latents = denoise(reference, moved(torch.float32), DenoiseSettings(**base))
     print(f"fp32 reference: {time.perf_counter() - start:.1f} s")
     unet = reference.to(dtype)  # the same weights, rounded
-
-    from latentsync.kernels import triton_available
 
     rows, baseline_forward, baseline_latents = [], None, None
     for name, (model_settings, denoise_settings) in VARIANTS.items():
