@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loguru import logger  # noqa: E402
 
+from latentsync.testing.fake_pipeline import FakePipeline, fake_load_ruleset, make_fake_audio, make_fake_video  # noqa: E402
 from latentsync.watch import WatchConfig, Watcher  # noqa: E402
-from latentsync.watch.fake import FakePipeline, fake_load_ruleset, make_fake_audio, make_fake_video  # noqa: E402
 
 
 class TimedPipeline:

@@ -9,7 +9,7 @@ The same rules, engine and pipeline as `run_job`; only the media live in memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +25,7 @@ class ArrayResult:
     audio_16k: Any  # float32 mono, len = N / fps seconds
     fps: float
     plan: Any  # RunPlan
+    report: dict[str, Any] = field(default_factory=dict)  # the job report, as `run_job` writes it (job_report schema)
     frames_without_face: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -106,10 +107,15 @@ def lipsync_arrays(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCallback] = None,
 ) -> ArrayResult:
-    """Lip-sync frames held in memory to `audio`. `plan` (a RunPlan) skips resolving one."""
+    """Lip-sync frames held in memory to `audio`. `plan` (a RunPlan) skips resolving one.
+
+    Runs the same path as `run_job` (`latentsync.runner.run_clip`: the pipeline, the
+    out-of-memory ladder, the job report), with the media in memory.
+    """
     import numpy as np
 
-    from .runner import ArrayClip, run_with_fallbacks
+    from .pipeline.clips import ArrayClipSource, ArrayFrameSink
+    from .runner import run_clip
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
@@ -126,15 +132,17 @@ def lipsync_arrays(
             n_frames=len(frames), fps=fps, audio_seconds=wave.size / AUDIO_RATE, weights=weights, goal=goal,
             quality_preset=quality_preset, speed_mode=speed_mode, overrides=overrides, ruleset=ruleset,
         )
-    spec = JobSpec(video=Path("<memory>"), output=Path("<memory>"), weights=weights, seed=seed)
-    clip = ArrayClip(frames=frames, fps=float(fps), audio_16k=wave)
-    result, settings, applied, ladder_warnings = run_with_fallbacks(
-        spec, plan.settings, plan.fallbacks, progress=progress, cancel=cancel, clip=clip
-    )
-    out = np.concatenate(clip.output_frames) if clip.output_frames else frames[:0]
+    elif seed is not None and seed != plan.settings.seed:
+        plan = replace(plan, settings=plan.settings.replace(seed=int(seed)))
+    job = JobSpec(video=Path("<memory>"), output=Path("<memory>"), weights=weights, goal=goal,
+                  quality_preset=quality_preset, speed_mode=speed_mode, overrides=dict(overrides or {}), seed=seed)
+    sink = ArrayFrameSink()
+    report = run_clip(ArrayClipSource(frames, float(fps), wave), sink, plan, weights=weights, job=job.to_dict(),
+                      progress=progress, cancel=cancel)
+    out = sink.frames(like=frames)
     audio_out = wave[: int(round(len(out) / fps * AUDIO_RATE))]
     return ArrayResult(
-        frames=out, audio_16k=audio_out, fps=float(fps), plan=plan,
-        frames_without_face=result.frames_without_face, warnings=ladder_warnings + result.warnings,
-        timings=result.timings, stats=result.stats, settings_applied=settings, fallbacks_applied=applied,
+        frames=out, audio_16k=audio_out, fps=float(fps), plan=plan, report=report.to_dict(),
+        frames_without_face=report.frames_without_face, warnings=report.warnings, timings=report.timings,
+        stats=report.stats, settings_applied=report.settings_applied, fallbacks_applied=report.fallbacks_applied,
     )

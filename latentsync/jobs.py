@@ -18,12 +18,12 @@ class JobSpec:
     video: Path
     output: Path
     audio: Optional[Path] = None  # None: the video's own audio track
-    weights: str = "random-small"  # folder in the official layout, "random" or "random-small"
+    weights: str = "random-small"  # folder in the official layout, or "random", "random-1.5", "random-small"
     goal: str = "auto"  # preview | balanced | quality | auto
     quality_preset: Optional[str] = None  # draft | fast | balanced | quality | ultra
     speed_mode: Optional[str] = None  # normal | fast | turbo | ultra
     overrides: dict[str, Any] = field(default_factory=dict)  # setting -> value; the user wins
-    assume: dict[str, Any] = field(default_factory=dict)  # pinned facts: gpu (profile name), duration, fps, free_vram_gib, cpu_cores
+    assume: dict[str, Any] = field(default_factory=dict)  # pinned facts: gpu (profile name), duration, fps, free_vram_gib, cpu_cores, model
     seed: Optional[int] = None
     report: Optional[Path] = None  # default: <output>.report.json
     contact_sheet: bool = False

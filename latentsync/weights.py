@@ -7,31 +7,43 @@ A plan's `weights:` is one of
   `random-small` (a tiny config for CPUs and tests). Random weights are explicit
   and logged loudly: the output is NOT lip-synced.
 
+The model version (1.5, 1.6 or small) is a planning fact: `detect_model_version`
+tells it from the weights without loading the UNet, and the rules set what depends
+on it (the face resolution).
+
 Loaded models are cached per (weights, device, dtype) so a watcher or a batch
 of jobs loads them once.
 """
 from __future__ import annotations
 
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from loguru import logger
 
 from .errors import CheckpointError, InvalidInputError
 
+# The face size each model version was trained at: a fact of the model, not a policy.
+# The rules (rules/v1/82_model.yaml) choose the plan's `resolution`; the engine checks
+# it against this. Upstream's 1.5 and 1.6 configs differ only here (data.resolution).
+NATIVE_RESOLUTION = {"1.5": 256, "1.6": 512, "small": 128}
+MODEL_VERSIONS = tuple(NATIVE_RESOLUTION)
+
 RANDOM_WEIGHTS = {
     # name: (UNet config, VAE config, face resolution, model version)
-    "random": ("1.6", "sd", 512, "1.6"),
-    "random-1.6": ("1.6", "sd", 512, "1.6"),
-    "random-1.5": ("1.5", "sd", 256, "1.5"),
-    "random-small": ("small", "small", 128, "small"),
+    "random": ("1.6", "sd", NATIVE_RESOLUTION["1.6"], "1.6"),
+    "random-1.6": ("1.6", "sd", NATIVE_RESOLUTION["1.6"], "1.6"),
+    "random-1.5": ("1.5", "sd", NATIVE_RESOLUTION["1.5"], "1.5"),
+    "random-small": ("small", "small", NATIVE_RESOLUTION["small"], "small"),
 }
 
 UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = Path("whisper") / "tiny.pt"
 VAE_DIR = "vae"
+VERSION_FILE = "version.txt"  # written by fetch_weights; users write one to say what a folder holds
 
 # Official hub repositories, used only by `fetch_weights` (never by tests).
 HUB_REPOS = {
@@ -52,6 +64,11 @@ class LipSyncModels:
     device: str
     dtype: object
     source: str
+    # Compiled forms of these modules, owned by them (a resident process reuses them):
+    # ("unet", torch.compile mode, memory format) -> compiled module. `memory_format`
+    # is the format the weights are in; compiled graphs assume it.
+    compiled: dict = field(default_factory=dict)
+    memory_format: Optional[str] = None
 
 
 def is_random(weights: str) -> bool:
@@ -59,19 +76,152 @@ def is_random(weights: str) -> bool:
 
 
 def weights_version(weights: str) -> tuple[str, int]:
-    """(model version, face resolution) a weights spec implies, without loading anything."""
+    """(model version, face resolution) a weights spec implies, without loading anything.
+    Raises CheckpointError naming the checkpoint when its version cannot be told."""
+    version = detect_model_version(weights)
+    return version, NATIVE_RESOLUTION[version]
+
+
+def detect_model_version(weights: str) -> str:
+    """"1.5", "1.6" or "small" for a weights spec (a random name or an official-layout folder)."""
+    return model_version_and_evidence(weights)[0]
+
+
+def model_version_and_evidence(weights: str) -> tuple[str, str]:
+    """(model version, what told it) for a weights spec; the UNet is never loaded.
+
+    Random names carry their version. For a folder, in order of trust: `version.txt`
+    (fetch_weights writes it), an upstream config beside the checkpoint (`data:
+    resolution:`), entries of the checkpoint dict besides `state_dict` (read through
+    mmap: the tensors stay on disk), and last the hub repository's name in the path.
+    The 1.5 and 1.6 checkpoints share every key and shape, so nothing else can tell;
+    guessing would run a model at the wrong face size, so an undecided folder is an error.
+    """
     if is_random(weights):
-        _, _, res, version = RANDOM_WEIGHTS[str(weights)]
-        return version, res
+        return RANDOM_WEIGHTS[str(weights)][3], f"weights {weights}"
     folder = Path(weights)
-    marker = folder / "version.txt"
-    if marker.is_file():
-        version = marker.read_text(encoding="utf-8").strip()
-    else:
-        # The 1.5 and 1.6 checkpoints share every key and shape; only the crop size
-        # differs. Folder names from fetch-weights say which; otherwise assume 1.6.
-        version = "1.5" if "1.5" in folder.name else "1.6"
-    return version, 256 if version == "1.5" else 512
+    pin_hint = 'or pin its version in the plan (assume: {model: "1.5"})'
+    if not folder.is_dir():
+        raise CheckpointError("weights folder not found", path=folder,
+                              hint="use `weights: random` (not lip-synced) or run `latentsync-run fetch-weights DIR`; "
+                                   'to plan for weights that are not here, pin their version: assume: {model: "1.5"}')
+    for detect in (_version_from_marker, _version_from_config, _version_from_checkpoint, _version_from_path):
+        found = detect(folder)
+        if found is not None:
+            logger.info("model version {} ({})", found[0], found[1])
+            return found
+    checkpoint = folder / UNET_FILE
+    if not checkpoint.is_file():
+        raise CheckpointError("checkpoint file not found", path=checkpoint,
+                              hint=f"the official layout is {UNET_FILE}, {WHISPER_FILE}, {VAE_DIR}/ "
+                                   f"(run `latentsync-run fetch-weights DIR`), {pin_hint} to plan without it")
+    raise CheckpointError(
+        "cannot tell the model version (1.5 or 1.6): their checkpoints share every key and shape, and no "
+        f"{VERSION_FILE}, config ({', '.join(UNET_CONFIG_FILES)}) or hub folder name beside it says which this is",
+        path=checkpoint,
+        hint=f"write {VERSION_FILE} holding 1.5 or 1.6 into {folder}, {pin_hint}",
+    )
+
+
+def _version_from_marker(folder: Path) -> Optional[tuple[str, str]]:
+    marker = folder / VERSION_FILE
+    if not marker.is_file():
+        return None
+    version = marker.read_text(encoding="utf-8").strip()
+    if version not in MODEL_VERSIONS:
+        raise CheckpointError(f"unknown model version {version!r}", path=marker,
+                              hint=f"the file holds one of {', '.join(MODEL_VERSIONS)}")
+    return version, str(marker)
+
+
+def _version_from_config(folder: Path) -> Optional[tuple[str, str]]:
+    for name in UNET_CONFIG_FILES:
+        path = folder / name
+        if path.is_file():
+            version = _version_in(_read_config(path), path)
+            if version is not None:
+                return version, str(path)
+    return None
+
+
+def _read_config(path: Path) -> Any:
+    import json
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot parse config: {error}", path=path) from error
+
+
+def _version_in(data: Any, source: Path) -> Optional[str]:
+    """The version a config (or a checkpoint's extra entries) states: `version`, or the
+    training `resolution` (top level or upstream's `data:` section), or the same inside `config`."""
+    if not isinstance(data, Mapping):
+        return None
+    for key in ("model_version", "version"):
+        if str(data.get(key)) in MODEL_VERSIONS:
+            return str(data[key])
+    section = data.get("data")
+    resolution = data.get("resolution", section.get("resolution") if isinstance(section, Mapping) else None)
+    if resolution is not None:
+        by_resolution = {size: version for version, size in NATIVE_RESOLUTION.items()}
+        if resolution not in by_resolution:
+            raise CheckpointError(
+                f"trained at resolution {resolution!r}, which no known LatentSync version uses "
+                f"({', '.join(f'{v}: {r}' for v, r in NATIVE_RESOLUTION.items())})",
+                path=source, hint=f"write {VERSION_FILE} (1.5 or 1.6) beside the checkpoint if this is one of them")
+        return by_resolution[resolution]
+    return _version_in(data.get("config"), source)
+
+
+def _version_from_checkpoint(folder: Path) -> Optional[tuple[str, str]]:
+    """Entries of the checkpoint dict other than `state_dict` (upstream saves `global_step`;
+    a re-saved checkpoint may carry its `config`). mmap keeps the 5 GB of tensors on disk."""
+    checkpoint = folder / UNET_FILE
+    if not checkpoint.is_file() or checkpoint.stat().st_size == 0:
+        return None
+    import torch
+
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" in str(error):  # torch's legacy format: reading it would load every tensor
+            logger.debug("{}: legacy torch format, not inspected for a version", checkpoint)
+            return None
+        raise _unreadable(checkpoint, error) from error
+    except Exception as error:  # a damaged or foreign file can fail anywhere in the unpickler
+        raise _unreadable(checkpoint, error) from error
+    if not isinstance(data, Mapping):
+        return None
+    extras = {key: value for key, value in data.items() if key != "state_dict"}
+    version = _version_in(extras, checkpoint)
+    return None if version is None else (version, f"{checkpoint} entries")
+
+
+def _unreadable(checkpoint: Path, error: Exception) -> CheckpointError:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CheckpointError(f"cannot read checkpoint: {message}", path=checkpoint,
+                           hint="expected a torch file of tensors ({'state_dict': {...}}); "
+                                "it may be truncated or corrupt: download it again")
+
+
+# The hub repositories' names, as a path component: the Hugging Face cache
+# (`models--ByteDance--LatentSync-1.5/snapshots/<rev>/`) and `--local-dir LatentSync-1.6`
+# or `git clone` name the folder after the repository the files came from, so such a name
+# is trustworthy. A looser match (any "1.5" in a folder name, as `weights-v1.5-ft512` or
+# `run_2021.5`) is not: it says nothing about the training resolution.
+_HUB_FOLDER = re.compile(r"^(?:models--bytedance--)?latentsync-(1\.5|1\.6)$", re.IGNORECASE)
+
+
+def _version_from_path(folder: Path) -> Optional[tuple[str, str]]:
+    for part in reversed(folder.absolute().parts):  # the innermost name is the most specific
+        match = _HUB_FOLDER.match(part)
+        if match:
+            return match.group(1), f"hub folder name {part!r} in {folder}"
+    return None
 
 
 def check_weights_folder(folder: Path) -> None:
@@ -143,7 +293,7 @@ def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
         folder = Path(weights)
         check_weights_folder(folder)
         version, res = weights_version(weights)
-        config = _folder_unet_config(folder) or builtin_unet_config("1.5" if version == "1.5" else "1.6")
+        config = _folder_unet_config(folder) or builtin_unet_config(version)
         unet = load_unet_checkpoint(folder / UNET_FILE, config, device="cpu", dtype=torch.float32)
         vae = load_vae(folder / VAE_DIR)
         audio_encoder = load_whisper_encoder(folder / WHISPER_FILE)

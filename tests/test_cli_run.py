@@ -19,7 +19,7 @@ from latentsync import engine, runner
 from latentsync.cli import run as cli
 from latentsync.errors import InvalidInputError, MediaError
 from latentsync.jobs import JobSpec
-from latentsync.watch.fake import FakePipeline, make_fake_audio, make_fake_video
+from latentsync.testing.fake_pipeline import FakePipeline, make_fake_audio, make_fake_video
 
 
 @dataclass
@@ -183,8 +183,8 @@ def test_watch_once_through_the_cli(tmp_path, capsys):
     (rules / "base.yaml").write_text("schema_version: 1\nversion: v1\n")
     make_fake_video(inbox / "good.mp4")
     common = ["watch", str(inbox), "--out", str(outbox), "--rules", str(rules), "--once", "--settle", "0.05",
-              "--executor", "latentsync.watch.fake:FakePipeline()",
-              "--rules-loader", "latentsync.watch.fake:fake_load_ruleset"]
+              "--executor", "latentsync.testing.fake_pipeline:FakePipeline()",
+              "--rules-loader", "latentsync.testing.fake_pipeline:fake_load_ruleset"]
     assert cli.main(common) == 0
     assert (outbox / "good.mp4").is_file() and (inbox / "done" / "good.mp4").is_file()
     (inbox / "bad.mp4").write_bytes(b"not a video at all")
@@ -194,7 +194,7 @@ def test_watch_once_through_the_cli(tmp_path, capsys):
 
 def test_watch_refuses_a_missing_inbox_with_exit_2(tmp_path, capsys):
     code = cli.main(["watch", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--once",
-                     "--rules-loader", "latentsync.watch.fake:fake_load_ruleset"])
+                     "--rules-loader", "latentsync.testing.fake_pipeline:fake_load_ruleset"])
     assert code == 2
     err = capsys.readouterr().err
     assert "INBOX is not a folder" in err and str(tmp_path / "nope") in err and "Traceback" not in err

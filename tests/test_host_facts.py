@@ -19,7 +19,7 @@ def ruleset():
 
 def job(tmp_path: Path, **assume) -> JobSpec:
     return JobSpec(video=tmp_path / "later.mp4", output=tmp_path / "o.mp4", weights="checkpoint", goal="preview",
-                   assume={"duration": 10, **assume})
+                   assume={"duration": 10, "model": "1.6", **assume})  # a checkpoint not here: its version pinned
 
 
 def test_usable_cores_follow_the_affinity_mask(monkeypatch):
@@ -72,7 +72,7 @@ def test_bad_pinned_cores_are_a_clear_error(tmp_path, ruleset, bad):
 
 
 def test_plan_schema_accepts_pinned_cores_and_rejects_zero():
-    from latentsync.engine.schemas import schema_errors
+    from latentsync.contracts import schema_errors
 
     base = {"video": "a.mp4", "output": "b.mp4"}
     assert schema_errors({**base, "assume": {"cpu_cores": 16}}, "plan") == []

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from latentsync.engine.schemas import SCHEMA_NAMES, load_schema, schema_errors, schema_path
+from latentsync.contracts import SCHEMA_NAMES, load_schema, schema_errors, schema_path
 from latentsync.facts.model import FACTS
 from latentsync.jobs import JobReport, JobSpec
 from latentsync.paths import REPO_ROOT, examples_dir, rules_dir, schemas_dir

@@ -21,8 +21,8 @@ MEASURED_SETTINGS = (
     "deepcache_interval", "deepcache_branch", "compile", "cuda_graphs", "frames_per_batch", "chunk_frames",
     "vae_slicing", "vae_tiling", "vae_batch", "vae_decode_region", "reference_frames", "attention_backend", "temporal_attention_pack", "temporal_attention_kernel", "geglu_kernel", "channels_last",
 )
-# Clip lengths standing for the rules' clip classes (short < 5 s, medium 5-20 s, long > 20 s).
-CLIP_SECONDS = {"short": 3.0, "medium": 10.0, "long": 60.0}
+# A clip with no upper bound on its class stands for it at this many times the lower bound.
+OPEN_CLASS_FACTOR = 3.0
 # The speed modes are measured on top of the quality goal (upstream settings), so the
 # speed mode is the only thing that differs between them.
 MODE_BASE_GOAL = "quality"
@@ -39,6 +39,7 @@ class PlannedRun:
     rules: list[str]
     mode: Optional[str] = None  # the speed mode this label stands for in the cache
     fallbacks: list[dict[str, Any]] = field(default_factory=list)  # the plan's out-of-memory ladder
+    plan: Any = None  # the resolved RunPlan
 
 
 @dataclass
@@ -50,14 +51,15 @@ class BenchCase:
     labels: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    plan: Any = None  # the RunPlan of its first label (rules version, notes)
 
     @property
     def compiles(self) -> bool:
-        return self.settings.get("compile", "off") != "off"
+        return self.settings["compile"] != "off"
 
 
 def signature(settings: dict[str, Any]) -> tuple:
-    return tuple((key, settings.get(key)) for key in MEASURED_SETTINGS)
+    return tuple((key, settings[key]) for key in MEASURED_SETTINGS)
 
 
 def describe(settings: dict[str, Any]) -> str:
@@ -71,13 +73,41 @@ def describe(settings: dict[str, Any]) -> str:
         parts.append("cfg")
     if settings["deepcache"] and settings["deepcache_interval"] > 1:
         parts.append(f"dc{settings['deepcache_interval']}/{settings['deepcache_branch']}")
-    if settings.get("compile", "off") != "off":
-        parts.append("compile-" + settings["compile"] + ("+graphs" if settings.get("cuda_graphs") else ""))
+    if settings["compile"] != "off":
+        parts.append("compile-" + settings["compile"] + ("+graphs" if settings["cuda_graphs"] else ""))
     parts.append(f"b{settings['frames_per_batch']}")
     return "-".join(parts)
 
 
-def planning_job(weights: str, *, goal: str = "auto", duration: float = CLIP_SECONDS["medium"],
+def clip_seconds_by_class(ruleset: Any) -> dict[str, float]:
+    """A clip length standing for each clip class the rules derive, read from the rules themselves.
+
+    Each `stage: derive` rule that sets `clip_class` tests `clip_duration_s`; its class is
+    stood for by the middle of its range (a range open above by OPEN_CLASS_FACTOR times its
+    lower bound, open below by half its upper bound). Edit the classes in the rules and the
+    benchmark follows.
+    """
+    found: dict[str, float] = {}
+    for rule in ruleset.rules:
+        clip_class = rule.set.get("clip_class") if rule.stage == "derive" else None
+        test = rule.when.get("clip_duration_s") if clip_class else None
+        if not isinstance(test, dict):
+            continue
+        low = next((float(test[op]) for op in ("gte", "gt") if op in test), None)
+        high = next((float(test[op]) for op in ("lte", "lt") if op in test), None)
+        if low is None and high is None:
+            continue
+        if high is None:
+            seconds = low * OPEN_CLASS_FACTOR
+        elif low is None:
+            seconds = high / 2
+        else:
+            seconds = (low + high) / 2
+        found.setdefault(str(clip_class), round(seconds, 3))
+    return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+def planning_job(weights: str, *, goal: str = "auto", duration: float = 10.0,
                  free_vram_gib: Optional[float] = None, quality_preset: Optional[str] = None,
                  speed_mode: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> JobSpec:
     assume: dict[str, Any] = {"duration": duration}
@@ -88,10 +118,10 @@ def planning_job(weights: str, *, goal: str = "auto", duration: float = CLIP_SEC
                    assume=assume)
 
 
-def plan_labels(mode: str) -> list[dict[str, Any]]:
+def plan_labels(mode: str, clip_seconds: dict[str, float]) -> list[dict[str, Any]]:
     """The plans a benchmark mode measures, as planning_job keyword sets plus a label."""
     wanted: list[dict[str, Any]] = []
-    for clip_class, seconds in CLIP_SECONDS.items():
+    for clip_class, seconds in clip_seconds.items():
         wanted.append({"label": f"auto {clip_class} ({seconds:g} s)", "goal": "auto", "duration": seconds})
     for goal in GOALS:
         if goal != "auto":
@@ -114,7 +144,7 @@ def resolve_runs(mode: str, ruleset: Any, weights: str, *, free_vram_gib: Option
     from ..engine import gather_facts, resolve_plan
 
     runs = []
-    for spec in plan_labels(mode):
+    for spec in plan_labels(mode, clip_seconds_by_class(ruleset)):
         spec = dict(spec)
         label, speed = spec.pop("label"), spec.pop("mode", None)
         job = planning_job(weights, free_vram_gib=free_vram_gib, **spec)
@@ -122,7 +152,7 @@ def resolve_runs(mode: str, ruleset: Any, weights: str, *, free_vram_gib: Option
             job = replace(job, overrides={**job.overrides, **overrides})
         plan = resolve_plan(job, gather_facts(job, ruleset, benchmark_cache=benchmark_cache), ruleset)
         runs.append(PlannedRun(label=label, job=job, settings=dict(plan.settings), rules=list(plan.fired_rules),
-                               mode=speed, fallbacks=list(plan.fallbacks)))
+                               mode=speed, fallbacks=list(plan.fallbacks), plan=plan))
     return runs
 
 
@@ -134,7 +164,7 @@ def group_cases(runs: list[PlannedRun], *, include_compiled: bool) -> tuple[list
         key = signature(run.settings)
         if key not in cases:
             case = BenchCase(name=describe(run.settings), settings=dict(run.settings),
-                             fallbacks=list(run.fallbacks))
+                             fallbacks=list(run.fallbacks), plan=run.plan)
             if case.compiles and not include_compiled:
                 skipped.append(run)
                 continue

@@ -36,6 +36,7 @@ from .timing import free_device_memory, peak_memory_gib, repeat_timed, reset_pea
 MODES = ("quick", "full", "stress")
 VIDEO_FPS = 25.0  # LatentSync's training frame rate: "per video second" means 25 frames
 FAKE_SEED = 1247
+BENCH_FRAME_SIZE = (1280, 720)  # width, height of the benchmark clip: the HD frames users most often bring
 
 
 @dataclass
@@ -49,11 +50,13 @@ class BenchmarkOptions:
     chunk_frames: Optional[int] = None  # smaller chunks (smoke runs only)
     stress_max_chunks: int = 8  # --stress tries 1..N chunks per UNet batch
     resolution: str = "auto"  # "auto" (follow the weights), "256" or "512"
+    frame_size: tuple[int, int] = BENCH_FRAME_SIZE  # width, height of the benchmark clip's frames
     rules: Optional[Path] = None
 
     @classmethod
     def tiny(cls) -> "BenchmarkOptions":
-        return cls(reps=1, warmup=1, warmup_steps=1, max_steps=2, chunk_frames=2, stress_max_chunks=3)
+        return cls(reps=1, warmup=1, warmup_steps=1, max_steps=2, chunk_frames=2, stress_max_chunks=3,
+                   frame_size=(192, 144))
 
     @property
     def reduced(self) -> bool:
@@ -79,6 +82,7 @@ class CaseResult:
     unet_calls_per_batch: Optional[int] = None
     cached_calls_per_batch: Optional[int] = None
     fallbacks_applied: list[str] = field(default_factory=list)
+    stage_timings: dict[str, float] = field(default_factory=dict)  # the pipeline's own, as in a job report
     error: Optional[str] = None
 
 
@@ -187,147 +191,168 @@ def clear_cached_results(path: Optional[Path] = None, gpu: Optional[GpuFacts] = 
 # ---------------------------------------------------------------- measuring
 
 
-def _random_chunks(k: int, frames: int, res: int, generator: torch.Generator):
-    from ..pipeline.face_synthesis import FaceChunk
-
-    chunks = []
-    for _ in range(k):
-        crops = torch.randint(0, 256, (frames, res, res, 3), generator=generator, dtype=torch.uint8).numpy()
-        chunks.append(FaceChunk(crops=crops, audio=torch.randn(frames, 50, 384, generator=generator)))
-    return chunks
+# The benchmark clip: a face at a known place in every frame (so face detection, which
+# depends on the footage, not on the GPU, is the one stage it does not time), speech-free
+# noise as audio, held in memory. Everything else runs exactly as for a user's clip.
 
 
-def _synthesizer(models, settings: dict[str, Any], device, dtype):
-    from ..faces.mask import face_mask
-    from ..pipeline.denoise import DenoiseSettings
-    from ..pipeline.face_synthesis import FaceSynthesizer
-    from ..pipeline.vae import vae_scale_factor
-    from ..runner import prepare_unet, prepare_vae
+def bench_clip(frames: int, *, width: int, height: int, resolution: int, seed: int = FAKE_SEED):
+    """An in-memory clip of `frames` frames with the face's landmarks given (no detector)."""
+    import numpy as np
 
-    unet = prepare_unet(models.unet, settings)
-    vae_options = prepare_vae(models.vae, settings)
-    res = int(settings["resolution"])
-    latent = res // vae_scale_factor(models.vae)
-    generator = torch.Generator(device="cpu").manual_seed(FAKE_SEED)
-    noise = torch.randn(4, latent, latent, generator=generator)
-    synth = FaceSynthesizer(unet, models.vae, face_mask(res), chunk_frames=int(settings["chunk_frames"]),
-                            denoise_settings=DenoiseSettings.from_settings(settings), vae_options=vae_options,
-                            device=device, dtype=dtype, noise=noise, pad_partial_chunks=False,
-                            reference_frames=settings.get("reference_frames", "per_frame"))
-    k = max(1, int(settings["frames_per_batch"]) // int(settings["chunk_frames"]))
-    return synth, _random_chunks(k, int(settings["chunk_frames"]), res, generator), vae_options
+    from ..faces.landmarks import FaceLandmarks
+    from ..pipeline.clips import AUDIO_RATE, ArrayClipSource
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
+    # brows and nose of a frontal face filling about a third of the frame height
+    cx, cy, half = width / 2, height / 2, min(width, height) / 6
+    points = np.array([[cx - half, cy - 0.5 * half], [cx + half, cy - 0.5 * half], [cx, cy + 0.4 * half]])
+    face = FaceLandmarks(points=points, confidence=1.0, backend="bench")
+    audio = rng.standard_normal(int(round(frames / VIDEO_FPS * AUDIO_RATE))).astype(np.float32) * 0.1
+    return ArrayClipSource(pixels, VIDEO_FPS, audio, landmarks=[face] * frames)
+
+
+def _bench_plan(case: BenchCase, settings: dict[str, Any], fallbacks: list[dict[str, Any]]):
+    """The case's RunPlan with these (shrunk, resolution-pinned) settings and ladder."""
+    from ..settings import RunSettings
+
+    return replace(case.plan, settings=RunSettings.from_mapping(settings, where=f"benchmark case {case.name}"),
+                   fallbacks=list(fallbacks))
+
+
+def run_bench_clip(plan, weights: str, options: "BenchmarkOptions", *, frames: Optional[int] = None):
+    """One clip through the user's run path (`latentsync.runner.run_clip`); returns its JobReport."""
+    from ..pipeline.clips import ArrayFrameSink
+    from ..runner import run_clip
+
+    settings = plan.settings
+    clip = bench_clip(frames or settings.frames_per_batch, width=options.frame_size[0],
+                      height=options.frame_size[1], resolution=settings.resolution)
+    return run_clip(clip, ArrayFrameSink(), plan, weights=weights,
+                    job={"video": "<benchmark clip>", "output": "<memory>", "weights": weights})
 
 
 _vae_timings: dict[tuple, tuple[float, float]] = {}
 
 
-def _vae_seconds_per_chunk(models, settings, vae_options, device, dtype, options: BenchmarkOptions) -> tuple[float, float]:
-    """Median seconds of VAE encode (masked + reference) and decode for one chunk; cached per option set."""
+def _vae_seconds_per_chunk(weights: str, plan, device, dtype, options: "BenchmarkOptions") -> tuple[float, float]:
+    """Median seconds of VAE encode (masked + reference) and decode for one chunk (a breakdown
+    of the GPU stage for the report; the pipeline's own VAE calls); cached per option set."""
     from ..pipeline.vae import decode_latents, encode_images
+    from ..runner import build_pipeline
 
-    frames, res = int(settings["chunk_frames"]), int(settings["resolution"])
+    settings = plan.settings
+    pipeline = build_pipeline(weights, settings)
+    vae, vae_options = pipeline.models.vae, pipeline.vae_options
+    frames, res = settings.chunk_frames, settings.resolution
     # masked faces, plus one reference per frame (upstream) or one per chunk
-    encoded = frames + (1 if settings.get("reference_frames") == "per_chunk" else frames)
-    key = (id(models.vae), res, frames, encoded, vae_options.slicing, vae_options.tiling, vae_options.batch, str(dtype))
+    encoded = frames + (1 if settings.reference_frames == "per_chunk" else frames)
+    key = (id(vae), res, frames, encoded, vae_options.slicing, vae_options.tiling, vae_options.batch, str(dtype),
+           settings.compile, settings.channels_last)
     if key not in _vae_timings:
         pixels = torch.rand(encoded, 3, res, res, device=device, dtype=dtype) * 2 - 1
-        latents = encode_images(models.vae, pixels[:frames], vae_options)
-        encode = repeat_timed(lambda: encode_images(models.vae, pixels, vae_options), device,
+        latents = encode_images(vae, pixels[:frames], vae_options)
+        encode = repeat_timed(lambda: encode_images(vae, pixels, vae_options), device,
                               warmup=options.warmup, reps=options.reps)
-        decode = repeat_timed(lambda: decode_latents(models.vae, latents, vae_options), device,
+        decode = repeat_timed(lambda: decode_latents(vae, latents, vae_options), device,
                               warmup=options.warmup, reps=options.reps)
         _vae_timings[key] = (encode.median_s, decode.median_s)
     return _vae_timings[key]
 
 
-def time_settings(models, settings: dict[str, Any], device, dtype, options: BenchmarkOptions,
-                  tick: Callable[[], None]) -> dict[str, Any]:
-    """Time one batch of `frames_per_batch` frames through FaceSynthesizer with these settings.
+def time_plan(plan, weights: str, device, dtype, options: "BenchmarkOptions",
+              tick: Callable[[], None]) -> tuple[dict[str, Any], Any]:
+    """Time one batch of `frames_per_batch` frames through the user's pipeline with this plan.
 
-    Raises torch.OutOfMemoryError when it does not fit (the caller steps down).
+    Warm-up calls run fewer denoising steps (same shapes); timed calls the plan's own.
+    Returns (measurements, the last JobReport). Raises latentsync's OutOfMemoryError when
+    the plan's out-of-memory ladder is exhausted.
     """
-    from ..pipeline.face_synthesis import SynthesisStats
-
-    synth, chunks, vae_options = _synthesizer(models, settings, device, dtype)
-    full = synth.settings
-    warm = replace(full, steps=min(full.steps, max(1, options.warmup_steps)))
-
-    def run(denoise_settings):
-        synth.settings = denoise_settings
-        synth.stats = SynthesisStats()
-        synth.run(chunks)
-
-    reset_peak_memory(device)
-    timing = repeat_timed(lambda: run(full), device, warmup=options.warmup, reps=options.reps,
-                          warmup_fn=lambda: run(warm), tick=tick)
-    peak = peak_memory_gib(device)
-    calls, cached = synth.stats.denoise.unet_calls, synth.stats.denoise.cached_calls
-    encode_s, decode_s = _vae_seconds_per_chunk(models, settings, vae_options, device, dtype, options)
-    frames = len(chunks) * int(settings["chunk_frames"])
+    warm = replace(plan, settings=plan.settings.replace(steps=min(plan.settings.steps, max(1, options.warmup_steps))))
+    warmup_s, samples, gpu_s = [], [], []
+    report = None
+    for index in range(options.warmup + max(1, options.reps)):
+        timed = index >= options.warmup
+        report = run_bench_clip(plan if timed else warm, weights, options)
+        wall = report.seconds_total - report.timings.get("load_models", 0.0)
+        (samples if timed else warmup_s).append(wall)
+        if timed:
+            gpu_s.append(report.timings.get("gpu", 0.0))
+        tick()
+        if report.fallbacks_applied:  # the ladder stepped down: time the settings that fitted
+            plan = replace(plan, settings=_typed(report.settings_applied), fallbacks=[])
+            warm = replace(warm, settings=plan.settings.replace(steps=warm.settings.steps), fallbacks=[])
+    settings = plan.settings
+    gpu_median = sorted(gpu_s)[len(gpu_s) // 2]
+    frames = settings.frames_per_batch
+    chunks = settings.chunks_per_batch
+    encode_s, decode_s = _vae_seconds_per_chunk(weights, plan, device, dtype, options)
     return {
-        "seconds_per_batch": timing.median_s, "samples_s": timing.samples_s, "warmup_s": timing.warmup_s,
-        "seconds_per_video_second": timing.median_s / (frames / VIDEO_FPS),
+        "seconds_per_batch": gpu_median, "samples_s": samples, "warmup_s": warmup_s,
+        "seconds_per_video_second": gpu_median / (frames / VIDEO_FPS),
         "vae_encode_s_per_chunk": encode_s, "vae_decode_s_per_chunk": decode_s,
-        "denoise_s_per_chunk": max(0.0, timing.median_s / len(chunks) - encode_s - decode_s),
-        "peak_vram_gib": peak, "unet_calls_per_batch": calls, "cached_calls_per_batch": cached,
-    }
+        "denoise_s_per_chunk": max(0.0, gpu_median / chunks - encode_s - decode_s),
+        "peak_vram_gib": report.peak_vram_gib, "unet_calls_per_batch": report.stats["unet_calls"],
+        "cached_calls_per_batch": report.stats["cached_calls"], "stage_timings": dict(report.timings),
+    }, report
+
+
+def _typed(values: dict[str, Any]):
+    """Typed settings from a benchmark case's (complete) settings mapping."""
+    from ..settings import RunSettings
+
+    return RunSettings.from_mapping(values, where="benchmark case")
 
 
 def _short_error(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-def measure_case(case: BenchCase, models, device, dtype, options: BenchmarkOptions,
+def measure_case(case: BenchCase, weights: str, device, dtype, options: BenchmarkOptions,
                  progress: _Progress) -> CaseResult:
-    """Time a case; on out-of-memory step down the plan's fallback ladder and try again."""
-    settings = dict(case.settings)
-    ladder = list(case.fallbacks)
-    applied: list[str] = []
+    """Time a case through the user's run path; its out-of-memory ladder is the plan's own
+    (`run_clip` steps down), and a case that still does not fit is recorded, never raised."""
+    from ..errors import OutOfMemoryError
+
+    plan = _bench_plan(case, case.settings, case.fallbacks)
+    progress.stage = case.name
+    start_done = progress.done
     units = options.warmup + max(1, options.reps)
-    while True:
-        progress.stage = case.name
-        start_done = progress.done
-        failure: Optional[str] = None
-        try:
-            measured = time_settings(models, settings, device, dtype, options, progress.tick)
-            return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings, status="ok",
-                              frames_per_batch=int(settings["frames_per_batch"]), fallbacks_applied=applied,
-                              **measured)
-        except torch.OutOfMemoryError as error:
-            failure = _short_error(error)
-        free_device_memory(device)  # outside `except`: the traceback no longer pins the tensors
+    try:
+        measured, report = time_plan(plan, weights, device, dtype, options, progress.tick)
+    except OutOfMemoryError as error:
+        free_device_memory(device)
         progress.skip(max(0, units - (progress.done - start_done)))
-        progress.total += units if ladder else 0
-        if not ladder:
-            logger.warning("{}: out of memory even after {} fallback step(s); recorded as the limit", case.name,
-                           len(applied))
-            return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings,
-                              status="oom", frames_per_batch=int(settings["frames_per_batch"]),
-                              fallbacks_applied=applied, error=failure)
-        step = ladder.pop(0)
-        settings.update(step["set"])
-        applied.append(step["rule"])
-        logger.warning("{}: out of memory; stepping down with {} ({})", case.name, step["rule"], step["set"])
+        logger.warning("{}: out of memory even after its fallback steps; recorded as the limit", case.name)
+        return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=dict(case.settings),
+                          status="oom", frames_per_batch=int(case.settings["frames_per_batch"]),
+                          fallbacks_applied=[step["rule"] for step in case.fallbacks], error=_short_error(error))
+    settings = dict(report.settings_applied)
+    return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings, status="ok",
+                      frames_per_batch=int(settings["frames_per_batch"]),
+                      fallbacks_applied=[step["rule"] for step in report.fallbacks_applied], **measured)
 
 
-def stress_batches(models, settings: dict[str, Any], device, dtype, options: BenchmarkOptions,
+def stress_batches(case: BenchCase, settings: dict[str, Any], weights: str, device, options: BenchmarkOptions,
                    progress: _Progress) -> list[StressStep]:
-    """Grow frames_per_batch one chunk at a time until the device runs out; one capped run each."""
+    """Grow frames_per_batch one chunk at a time until the device runs out; one capped run each
+    (no fallback ladder: running out is what this looks for)."""
+    from ..errors import OutOfMemoryError
+
     chunk = int(settings["chunk_frames"])
-    steps = max(options.warmup_steps, int(settings.get("deepcache_interval", 1)) + 1)
+    steps = max(options.warmup_steps, int(settings["deepcache_interval"]) + 1)
     found: list[StressStep] = []
     for chunks in range(1, options.stress_max_chunks + 1):
         trial = dict(settings, frames_per_batch=chunks * chunk, steps=min(int(settings["steps"]), steps))
         progress.stage = f"stress b{trial['frames_per_batch']}"
         failure: Optional[str] = None
         try:
-            synth, batch, _ = _synthesizer(models, trial, device, dtype)
-            reset_peak_memory(device)
-            seconds = timed_call(lambda: synth.run(batch), device)
-            found.append(StressStep(trial["frames_per_batch"], True, peak_memory_gib(device), seconds))
-        except torch.OutOfMemoryError as error:
+            report = run_bench_clip(_bench_plan(case, trial, []), weights, options)
+            found.append(StressStep(trial["frames_per_batch"], True, report.peak_vram_gib,
+                                    report.timings.get("gpu")))
+        except OutOfMemoryError as error:
             failure = _short_error(error)
-        synth = batch = None  # noqa: F841  (drop the batch before the next, larger one)
         free_device_memory(device)
         progress.tick()
         if failure is not None:
@@ -379,11 +404,11 @@ def summary_grid(ruleset, weights: str, *, free_vram_gib: Optional[float], cache
                  overrides: Optional[dict[str, Any]]) -> dict[tuple[str, float], Any]:
     """(goal, clip seconds) -> resolved RunPlan, for every goal and clip class."""
     from ..engine import gather_facts, resolve_plan
-    from .cases import CLIP_SECONDS, planning_job
+    from .cases import clip_seconds_by_class, planning_job
 
     plans = {}
     for goal in ("auto", "quality", "balanced", "preview"):
-        for seconds in CLIP_SECONDS.values():
+        for seconds in clip_seconds_by_class(ruleset).values():
             job = planning_job(weights, goal=goal, duration=seconds, free_vram_gib=free_vram_gib,
                                overrides=overrides)
             plans[(goal, seconds)] = resolve_plan(job, gather_facts(job, ruleset, benchmark_cache=cache), ruleset)
@@ -395,7 +420,7 @@ def summary_rows(before: dict, after: dict, results: list[CaseResult], options: 
     rows = []
     for key, plan in after.items():
         old = before[key].settings
-        changed = {name: (old.get(name), value) for name, value in plan.settings.items() if old.get(name) != value}
+        changed = {name: (old[name], value) for name, value in plan.settings.items() if old[name] != value}
         bench_rules = sorted({source.rule for source in plan.sources.values() if source.rule.startswith("bench.")})
         rows.append(SummaryRow(goal=key[0], clip_s=key[1], goal_effective=plan.goal, settings=dict(plan.settings),
                                changed=changed, seconds_per_video_second=measured.get(
@@ -459,8 +484,7 @@ def run_benchmark(mode: str = "quick", *, clear: bool = False, cache_path=None, 
     clear: drop this card's cached results first. progress(stage, done, total).
     """
     from ..engine import load_ruleset
-    from ..runner import resolve_device
-    from ..weights import load_models
+    from ..pipeline.levers import resolve_device
     from .report import format_report, format_summary
 
     if mode not in MODES:
@@ -504,33 +528,24 @@ def run_benchmark(mode: str = "quick", *, clear: bool = False, cache_path=None, 
         units += options.stress_max_chunks
     tracker = _Progress(progress, units)
     results: list[CaseResult] = []
-    loaded: dict[str, Any] = {}
     device = dtype = None
     for case in cases:
-        warnings: list[str] = []
-        device, dtype = resolve_device(case.settings, warnings)
-        if str(dtype) not in loaded:
-            loaded.clear()
-            loaded[str(dtype)] = load_models(weights_name, device=str(device), dtype=dtype, seed=FAKE_SEED)
-        models = loaded[str(dtype)]
         case.settings["resolution"] = int(resolution_override or case.settings["resolution"])
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        device, dtype, _ = resolve_device(_typed(case.settings))
         logger.info("timing {} ({})", case.name, ", ".join(case.labels))
-        results.append(measure_case(case, models, device, dtype, options, tracker))
+        results.append(measure_case(case, weights_name, device, dtype, options, tracker))
 
     stress: list[StressStep] = []
     if mode == "stress" and results:
         ok = [r for r in results if r.status == "ok"] or results
         heaviest = max(ok, key=lambda r: (r.peak_vram_gib or 0.0, r.settings["guidance_scale"] > 1.0))
-        stress = stress_batches(loaded[str(dtype)], heaviest.settings, device, dtype, options, tracker)
+        case = next(c for c in cases if c.name == heaviest.name)
+        stress = stress_batches(case, heaviest.settings, weights_name, device, options, tracker)
 
     precision = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
     resolution = int(cases[0].settings["resolution"]) if cases else 0
     entry = build_entry(gpu, results, stress, resolution=resolution, precision=precision, mode=mode,
                         options=options)
-    loaded.clear()
     free_device_memory(device or torch.device("cpu"))
     if entry is not None:
         update_benchmark_cache(path, entry)

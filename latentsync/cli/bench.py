@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from loguru import logger
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import LatentSyncError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -58,14 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
-
-
-def _write_text(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.partial.{os.getpid()}")
-    temp.write_text(text + "\n", encoding="utf-8")
-    os.replace(temp, target)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -135,11 +127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         print(report.text)
         if args.json:
-            _write_text(args.json, json.dumps(data, indent=2, default=str))
+            atomic_write_json(args.json, data)
     if args.report:
-        _write_text(args.report, report.text)
+        atomic_write_text(args.report, report.text + "\n")
     if args.summary:
-        _write_text(args.summary, report.summary)
+        atomic_write_text(args.summary, report.summary + "\n")
     if args.plot:
         if write_plot(data, Path(args.plot)) is None:
             print("no plot written (matplotlib missing: pip install 'latentsync-runner[plot]')", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from loguru import logger
 
 from ..errors import InvalidInputError, LatentSyncError
+from ..weights import MODEL_VERSIONS
 
 EXIT_CODES = "exit codes: 0 ok, 1 a policy test failed, 2 invalid input (rules, plan, media)"
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--assume-gpu", metavar="NAME", help="plan for a named GPU profile instead of probing")
     explain.add_argument("--assume-cpu-cores", metavar="N", type=int,
                          help="plan for a host with N usable CPU cores instead of this one's")
+    explain.add_argument("--assume-model", metavar="VERSION", choices=list(MODEL_VERSIONS),
+                         help="plan for a LatentSync model version (1.5, 1.6, small) instead of detecting "
+                              "it from the weights")
     explain.add_argument("--duration", metavar="S", type=float, help="plan for a clip of S seconds")
     explain.add_argument("--goal", choices=["preview", "balanced", "quality", "auto"], help="override the plan's goal")
     explain.add_argument("--benchmark-cache", metavar="PATH", help="benchmark cache file")
@@ -77,6 +81,8 @@ def _explain(args: argparse.Namespace) -> int:
             assume["gpu"] = args.assume_gpu
         if args.assume_cpu_cores is not None:
             assume["cpu_cores"] = args.assume_cpu_cores
+        if args.assume_model is not None:
+            assume["model"] = args.assume_model
         if args.duration is not None:
             if args.duration <= 0:
                 raise InvalidInputError("--duration must be a positive number of seconds")

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 from loguru import logger
 
 from ..errors import LatentSyncError
+from ..signals import signal_name, stop_on_signals
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_INVALID_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMANDS = ("run", "watch", "batch", "fetch-weights")
@@ -89,7 +88,7 @@ def _load_callable(reference: str) -> Callable[..., Any]:
     attribute = attribute[:-2] if call else attribute
     if not module_name or not attribute:
         raise InvalidInputError(f"expected MODULE:CALLABLE, got {reference!r}", path="--executor",
-                                hint="e.g. --executor latentsync.watch.fake:FakePipeline()")
+                                hint="e.g. --executor latentsync.testing.fake_pipeline:FakePipeline()")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
@@ -172,11 +171,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from ..runner import JobCancelled, run_job
 
-    stop, previous = _stop_on_signals("stopping after the current chunk")
     results: list[dict[str, Any]] = []
     worst = EXIT_OK
-    jobs_bar = tqdm(total=len(specs), desc="jobs", unit="job", position=0, file=sys.stderr, disable=None)
-    try:
+    with stop_on_signals(_announce_stop("stopping after the current chunk")) as stop, \
+            tqdm(total=len(specs), desc="jobs", unit="job", position=0, file=sys.stderr, disable=None) as jobs_bar:
         for index, spec in enumerate(specs):
             label = spec.name or Path(spec.video).stem
             progress = TqdmProgress(label, position=1)
@@ -203,10 +201,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 progress.close()
             results.append(entry)
             jobs_bar.update(1)
-    finally:
-        jobs_bar.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
     if args.json:
         print(json.dumps(results, indent=2, default=str))
@@ -278,15 +272,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         load_ruleset(Path(args.rules))  # invalid rules fail here, once, not on every worker
     specs = [spec for plan in args.plans for spec in load_plan_file(Path(plan))]
     executor = _load_callable(args.executor) if args.executor else None
-    stop, previous = _stop_on_signals("stopping the batch")
-    try:
+    with stop_on_signals(_announce_stop("stopping the batch")) as stop:
         result = run_batch(specs, rules=Path(args.rules) if args.rules else None, executor=executor,
                            address=args.ray or None, max_retries=args.retries,
                            failed_dir=Path(args.failed) if args.failed else None, benchmark_cache=args.benchmark_cache,
                            cpus_per_task=args.cpus_per_task, cancel=stop.is_set)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -407,19 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop_on_signals(action: str) -> tuple[threading.Event, dict]:
-    """SIGINT/SIGTERM set the returned event (the work stops at its next checkpoint);
-    a second signal aborts at once. Returns the event and the previous handlers."""
-    stop = threading.Event()
+def _announce_stop(action: str) -> Callable[[int], None]:
+    """For `stop_on_signals`: the first SIGINT/SIGTERM says what happens now; a second aborts at once."""
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        logger.warning("{}: {} (again to abort now)", signal.Signals(signum).name, action)
+    def announce(signum: int) -> None:
+        logger.warning("{}: {} (again to abort now)", signal_name(signum), action)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    return stop, previous
+    return announce
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,7 +12,7 @@ plan (`RunPlan.to_dict()`), the weights it was planned for and the node that mad
 from __future__ import annotations
 
 import copy
-import os
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from loguru import logger
 
+from ..atomic import atomic_write_text
 from . import host
 from .convert import audio_seconds, audio_to_wave, frames_to_image, image_to_frames, trimmed_audio
 
@@ -123,18 +124,6 @@ def run_gpu_benchmark(mode: str, *, clear: bool, progress=None) -> tuple[str, Op
     return str(getattr(report, "text", report)), (str(cache) if cache else None), True
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _rules_fingerprint() -> str:
     """Changes when a rule file changes, so ComfyUI re-plans instead of reusing a cached plan."""
     from ..paths import default_rules_dir
@@ -145,6 +134,10 @@ def _rules_fingerprint() -> str:
     except OSError:
         return "unreadable"
     return repr((str(folder), stamps))
+
+
+# The LatentSync node's `plan` output ends with the job report after this line, as JSON.
+JOB_REPORT_HEADER = "job report (as latentsync-run writes it):"
 
 
 class LatentSync:
@@ -250,6 +243,10 @@ class LatentSync:
         if result.timings:
             lines.append("")
             lines.append("timings: " + ", ".join(f"{stage} {value:.2f} s" for stage, value in result.timings.items()))
+        # The same job report latentsync-run writes beside its output (schemas/job_report.schema.json).
+        lines.append("")
+        lines.append(JOB_REPORT_HEADER)
+        lines.append(json.dumps(result.report, indent=2, default=str))
         return "\n".join(lines)
 
 
@@ -387,7 +384,7 @@ class LatentSyncGPUBenchmark:
         if save_report and ran:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             target = host.output_directory() / "latentsync" / f"benchmark-{mode}-{stamp}.txt"
-            _write_text_atomic(target, text)
+            atomic_write_text(target, text if text.endswith("\n") else text + "\n")
             lines.append(f"report saved to {target}")
         _, plan = plan_for_arrays(n_frames=max(1, round(float(clip_seconds) * float(fps))), fps=float(fps),
                                   audio_seconds=float(clip_seconds), weights=weights_value, goal=goal,

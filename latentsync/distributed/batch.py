@@ -9,7 +9,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from loguru import logger
 
+from ..atomic import atomic_write_json
 from ..errors import InvalidInputError
+from ..failures import lost_worker_record
 from ..jobs import JobReport, JobSpec
 from .bundle import RulesBundle, pack_rules
 from .ray_support import TaskResources, connect, task_resources
@@ -89,18 +91,13 @@ def _failure_record(error: BaseException, attempts: int) -> dict[str, Any]:
     if isinstance(original, TransientClipError) or isinstance(error, TransientClipError):
         record = (original if isinstance(original, TransientClipError) else error).record  # type: ignore[union-attr]
     else:
-        # A worker that died (killed, segfault, out of host memory) or an actor/node lost.
-        record = {"type": type(original).__name__, "message": str(original).strip().splitlines()[0] if str(original) else
-                  type(original).__name__, "path": None, "hint": "the worker process died; check `ray logs` on its node",
-                  "transient": True}
+        record = lost_worker_record(original)  # killed, segfault, out of host memory, or its node lost
     record["attempts"] = attempts
     return record
 
 
 def write_error_file(folder: Path, name: str, spec: JobSpec, record: dict[str, Any]) -> Path:
     """failed/NAME.error.json (NAME-2... when taken): what failed, why, how to fix. Inputs are never moved."""
-    from ..watch.watcher import atomic_write_json
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.error.json"
     index = 2
@@ -111,7 +108,7 @@ def write_error_file(folder: Path, name: str, spec: JobSpec, record: dict[str, A
     if record.get("transient"):
         hint = (hint + " " if hint else "") + (f"It failed {record.get('attempts', 1)} time(s) with an error that may "
                                                "pass (memory, device, a lost worker); run the batch again for this clip.")
-    atomic_write_json(path, {
+    document = {
         "job": name,
         "what_failed": "running the lip-sync pipeline on the Ray cluster",
         "why": record.get("message") if not record.get("path") else f"{Path(str(record['path'])).name}: {record['message']}",
@@ -119,7 +116,8 @@ def write_error_file(folder: Path, name: str, spec: JobSpec, record: dict[str, A
         "error": record,
         "spec": spec.to_dict(),
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    }
+    atomic_write_json(path, document, sort_keys=True)  # keys sorted, as the drop folder's error files
     return path
 
 

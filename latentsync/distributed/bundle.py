@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write_bytes
 from ..errors import InvalidInputError
 
 # A rules folder is a few dozen small YAML files; anything this large is a wrong path.
@@ -55,8 +55,5 @@ def unpack_rules(bundle: RulesBundle, dest: Optional[Path] = None) -> Path:
         target = (folder / name).resolve()
         if folder.resolve() not in target.parents:  # a bundle is data from the driver: never write outside
             raise InvalidInputError("rules bundle names a file outside its folder", path=name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.partial.{os.getpid()}")
-        temp.write_bytes(data)
-        os.replace(temp, target)
+        atomic_write_bytes(target, data)
     return folder

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 
 from loguru import logger
 
+from ..atomic import atomic_write_json
+from ..failures import CANCEL, PERMANENT, TRANSIENT, classify_error, error_record
 from ..jobs import JobReport, JobSpec
 from .bundle import RulesBundle, unpack_rules
 
@@ -50,17 +52,6 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         if data.get(key) is not None:
             data[key] = Path(data[key])
     return JobSpec(**data)
-
-
-def error_record(error: BaseException, *, transient: bool) -> dict[str, Any]:
-    from ..errors import LatentSyncError
-
-    if isinstance(error, LatentSyncError):
-        record = error.to_dict()
-    else:
-        record = {"type": type(error).__name__, "message": str(error) or type(error).__name__, "path": None, "hint": None}
-    record["transient"] = transient
-    return record
 
 
 def placement() -> dict[str, Any]:
@@ -129,8 +120,6 @@ def run_clip(
     rules_loader: Optional[Callable[..., Any]] = None,
 ) -> dict[str, Any]:
     """Run one clip on this worker; the plan is resolved here, from this worker's GPU."""
-    from ..watch.watcher import classify_error
-
     where = placement()
     progress = _RemoteProgress(progress_actor, key)
     try:
@@ -142,11 +131,11 @@ def run_clip(
                           benchmark_cache=Path(benchmark_cache) if benchmark_cache else None)
     except Exception as error:  # noqa: BLE001 — sorted into retry / fail / cancel below
         verdict = classify_error(error)
-        if verdict == "cancel":
+        if verdict == CANCEL:
             return {"status": "cancelled", "placement": where}
-        record = error_record(error, transient=verdict == "transient")
+        record = error_record(error, transient=verdict == TRANSIENT)
         record["placement"] = where
-        if verdict == "permanent":
+        if verdict == PERMANENT:
             return {"status": "failed", "error": record, "placement": where}
         logger.warning("clip {} failed on {} ({}: {}); Ray may retry it", key, where.get("host"), record["type"],
                        record["message"])
@@ -161,11 +150,11 @@ def run_clip(
 
 def _rewrite_report(spec: JobSpec, data: dict[str, Any]) -> None:
     """The report beside the output also says which Ray node and GPU ran the clip."""
-    from ..runner import report_path_for, write_json_atomic
+    from ..runner import report_path_for
 
     path = report_path_for(spec)
     if path.is_file():
-        write_json_atomic(path, data)
+        atomic_write_json(path, data)
 
 
 def make_progress_actor(ray: Any) -> Any:

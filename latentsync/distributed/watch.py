@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from loguru import logger
 
+from ..atomic import is_partial_name
 from ..errors import LatentSyncError
+from ..failures import lost_worker_record
 from ..jobs import JobReport, JobSpec
 from ..watch.journal import JobRow
 from ..watch.watcher import WatchConfig, Watcher
@@ -125,9 +126,7 @@ class RayWatcher(Watcher):
                 if isinstance(cause, TransientClipError):
                     record = cause.record
                 else:
-                    record = {"type": type(error).__name__, "message": str(error).strip().splitlines()[0] if str(error) else
-                              type(error).__name__, "hint": "the worker process died; check `ray logs` on its node",
-                              "transient": True}
+                    record = lost_worker_record(error)
                 value = {"status": "raised", "error": record}
             placement = value.get("placement") or (value.get("error") or {}).get("placement") or {}
             logger.info("job {} ({}): attempt {} ended on Ray ({}; host {}, GPU {})", entry.row.id, entry.row.name,
@@ -150,7 +149,7 @@ class RayWatcher(Watcher):
                 raise _as_error(value["error"], permanent=False)
             target = Path(spec.output).parent
             for item in sorted(entry.stage_dir.iterdir()):
-                if ".partial." not in item.name:
+                if not is_partial_name(item.name):
                     os.replace(item, target / item.name)
             data = dict(value["report"])
             return JobReport(**{k: data.get(k) for k in JobReport.__dataclass_fields__ if k in data})

@@ -8,13 +8,13 @@
 
 Importing this package does not import durable-rules; loading a rule set does.
 """
+from ..contracts import schema_errors
 from ..facts import Facts, gather_facts
 from .errors import PlanError, Problem, RulesError
 from .evaluate import Evaluation, evaluate_policy
 from .plan import USER_OVERRIDE, RunPlan, SettingSource, resolve_flat, resolve_plan
 from .planfile import load_plan_file
 from .ruleset import SUPPORTED_SCHEMA_VERSION, Rule, RuleSet, load_ruleset, resolve_rules_folder
-from .schemas import schema_errors
 
 __all__ = [
     "Evaluation", "Facts", "PlanError", "Problem", "Rule", "RuleSet", "RulesError", "RunPlan", "SUPPORTED_SCHEMA_VERSION",

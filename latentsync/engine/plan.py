@@ -6,8 +6,10 @@ from typing import Any, Optional
 
 from ..errors import InvalidInputError
 from ..facts.model import Facts, job_facts
+from ..settings import RunSettings, contradictions
 from .errors import PlanError, Problem, RulesError
 from .evaluate import evaluate_policy
+from .model_check import check_model_version
 from .schemas import iter_schema_problems, load_schema, schema_errors
 
 USER_OVERRIDE = "user override"
@@ -44,7 +46,7 @@ class SettingSource:
 
 @dataclass
 class RunPlan:
-    settings: dict[str, Any]
+    settings: RunSettings  # frozen and typed; every setting has its value
     sources: dict[str, SettingSource]
     fallbacks: list[dict[str, Any]]  # [{"rule", "file", "line", "set": {setting: value}}], applied cumulatively
     rules_version: str
@@ -72,7 +74,7 @@ class RunPlan:
         problems = schema_errors(data, "run_plan")
         if problems:
             raise InvalidInputError("not a valid run plan: " + "; ".join(problems[:5]))
-        return cls(settings=dict(data["settings"]),
+        return cls(settings=RunSettings.from_mapping(data["settings"]),
                    sources={key: SettingSource.from_dict(value) for key, value in data["sources"].items()},
                    fallbacks=[dict(step) for step in data["fallbacks"]], rules_version=data["rules_version"],
                    rules_hash=data["rules_hash"], facts=dict(data["facts"]), goal=data["goal"],
@@ -117,17 +119,32 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _check_plan(settings: dict[str, Any], sources: dict[str, SettingSource], policy: Any) -> None:
-    """What the schema cannot say: cross-setting constraints. Blame the user or the rules."""
-    chunk, batch = settings["chunk_frames"], settings["frames_per_batch"]
-    if batch % chunk != 0:
-        culprits = [key for key in ("frames_per_batch", "chunk_frames") if sources[key].override]
-        message = f"frames_per_batch {batch} is not a multiple of chunk_frames {chunk}"
-        if culprits:
-            raise PlanError([Problem(None, message, field="overrides." + culprits[0])])
-        source = sources["frames_per_batch"]
-        raise RulesError([Problem(source.file, message, line=source.line, rule=source.rule,
-                                  field="set.frames_per_batch")])
+def _check_plan(settings: dict[str, Any], sources: dict[str, SettingSource], policy: Any, *,
+                fallbacks: list[dict[str, Any]]) -> None:
+    """What the schema cannot say: settings that contradict each other, in the plan and in every
+    state of its out-of-memory ladder. Blame the user's override, else the rule (exit code 2)."""
+    states = [(settings, None)]
+    state = dict(settings)
+    for step in fallbacks:
+        state = {**state, **step["set"]}
+        states.append((dict(state), step))
+    for values, step in states:
+        for name, message in contradictions(values):
+            culprits = [key for key in _related(name) if sources[key].override]
+            if step is None and culprits:
+                raise PlanError([Problem(None, message, field="overrides." + culprits[0])])
+            if step is not None:
+                raise RulesError([Problem(step["file"], f"after out-of-memory step {step['rule']}: {message}",
+                                          line=step["line"], rule=step["rule"], field=f"set.{name}")])
+            source = sources[name]
+            raise RulesError([Problem(source.file, message, line=source.line, rule=source.rule,
+                                      field=f"set.{name}")])
+
+
+def _related(name: str) -> tuple[str, ...]:
+    """The settings a contradiction about `name` involves (the user may have set any of them)."""
+    return {"cuda_graphs": ("cuda_graphs", "compile"),
+            "frames_per_batch": ("frames_per_batch", "chunk_frames")}.get(name, (name,))
 
 
 def resolve_flat(job: Any, flat_facts: dict[str, Any], ruleset: Any, *, notes: Optional[list[str]] = None,
@@ -175,7 +192,9 @@ def resolve_flat(job: Any, flat_facts: dict[str, Any], ruleset: Any, *, notes: O
         if blamed:
             raise PlanError([Problem(None, p.message, field="overrides." + str(p.parts[1])) for p in blamed])
         raise RulesError([Problem(str(policy.path), f"resolved plan is invalid: {p}") for p in problems])
-    _check_plan(plan.settings, plan.sources, policy)
+    _check_plan(plan.settings, plan.sources, policy, fallbacks=plan.fallbacks)
+    check_model_version(plan, job)
+    plan.settings = RunSettings.from_mapping(plan.settings, where=f"rules {policy.path}")
     return plan
 
 

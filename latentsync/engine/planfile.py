@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..contracts import format_field, iter_schema_problems
 from ..jobs import JobSpec
+from ..weights import RANDOM_WEIGHTS  # names, not folders: never resolved against the plan's folder
 from .errors import PlanError, Problem
-from .schemas import iter_schema_problems
-from .yamlio import format_field, load_yaml
+from .yamlio import load_yaml
 
 PATH_FIELDS = ("video", "audio", "output", "report")
 MERGED_FIELDS = ("overrides", "assume")  # defaults and job are merged key by key
-RANDOM_WEIGHTS = ("random", "random-small")
 
 
 def _resolve(folder: Path, value: str) -> Path:

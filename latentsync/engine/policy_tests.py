@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..contracts import iter_schema_problems
 from ..facts.benchmark import BenchmarkFacts
 from ..facts.clip import assumed_clip
 from ..facts.gpu import gpu_facts_from_profile
@@ -20,7 +21,6 @@ from ..errors import LatentSyncError
 from .errors import Problem, RulesError
 from .language import check_value
 from .plan import resolve_flat
-from .schemas import iter_schema_problems
 from .yamlio import load_yaml
 
 
@@ -100,7 +100,7 @@ def run_case(case: _Case, ruleset: Any) -> CaseResult:
         return result
     expect = data["expect"]
     for key, value in expect.get("settings", {}).items():
-        got = plan.settings.get(key)
+        got = plan.settings[key] if key in plan.settings else None
         if got != value or isinstance(got, bool) != isinstance(value, bool):
             result.failures.append(f"settings.{key}: expected {value!r}, got {got!r} (from {plan.sources[key].rule})")
     for key, rule in expect.get("sources", {}).items():

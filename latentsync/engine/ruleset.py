@@ -18,13 +18,13 @@ from typing import Any, Iterator, Optional
 
 from loguru import logger
 
+from ..contracts import format_field, iter_schema_problems, load_schema
 from ..facts.model import DERIVED_FACTS
 from ..paths import default_rules_dir
 from .backends import ConditionTooComplex, DurableMatcher, OracleMatcher
 from .errors import Problem, RulesError
 from .language import ALWAYS, Condition, constants_of, facts_of, holds, parse_condition, representatives
-from .schemas import iter_schema_problems, load_schema
-from .yamlio import YamlDocument, format_field, load_yaml
+from .yamlio import YamlDocument, load_yaml
 
 SUPPORTED_SCHEMA_VERSION = 1
 PROFILES_FILE = "gpu_profiles.yaml"

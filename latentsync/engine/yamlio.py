@@ -8,23 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import yaml
 
+from ..contracts import PathPart, format_field
 from .errors import Problem
-
-PathPart = Union[str, int]
-
-
-def format_field(parts: Iterable[PathPart]) -> str:
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
 
 
 @dataclass

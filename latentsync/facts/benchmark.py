@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from loguru import logger
 
+from ..atomic import atomic_write_json
 from .gpu import GpuFacts
 
 CACHE_SCHEMA_VERSION = 1
@@ -99,7 +100,7 @@ def read_benchmark_cache(path: Optional[Path], gpu: GpuFacts) -> BenchmarkFacts:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return empty(f"benchmark cache {path} is unreadable ({error})")
-    from ..engine.schemas import schema_errors
+    from ..contracts import schema_errors  # lazily: jsonschema loads only when there is a cache to check
 
     problems = schema_errors(data, "benchmark_cache")
     if problems:
@@ -118,7 +119,7 @@ def read_benchmark_cache(path: Optional[Path], gpu: GpuFacts) -> BenchmarkFacts:
 
 def update_benchmark_cache(path: Optional[Path], entry: dict[str, Any]) -> Path:
     """Add (or replace, same key) one entry; validated, written atomically. For latentsync-bench."""
-    from ..engine.schemas import schema_errors
+    from ..contracts import schema_errors
     from ..errors import InvalidInputError
 
     path = Path(path) if path is not None else default_benchmark_cache()
@@ -136,8 +137,5 @@ def update_benchmark_cache(path: Optional[Path], entry: dict[str, Any]) -> Path:
     problems = schema_errors(data, "benchmark_cache")
     if problems:
         raise InvalidInputError(f"benchmark entry is invalid: {problems[0]}", path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{path.name}.partial.{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(temp, path)
+    atomic_write_json(path, data)
     return path

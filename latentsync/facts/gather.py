@@ -1,4 +1,4 @@
-"""Collect the facts a plan is resolved from: GPU, clip, benchmark (each may be pinned by the job)."""
+"""Collect the facts a plan is resolved from: GPU, clip, benchmark, model version (each may be pinned by the job)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,17 +8,19 @@ from typing import Any, Optional
 from loguru import logger
 
 from ..errors import InvalidInputError
+from ..weights import detect_model_version, is_random
 from .benchmark import read_benchmark_cache
 from .clip import assumed_clip, pin_duration, probe_clip
 from .gpu import gpu_facts_from_profile, probe_gpu
 from .host import assumed_host, probe_host
-from .model import Facts
+from .model import Facts, pinned_model_version
 
 
 def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = None) -> Facts:
     """Facts for one job. `job.assume` pins facts instead of probing them:
     `gpu` (a profile name from the rules folder), `duration` (s), `fps`, `free_vram_gib`,
-    `cpu_cores` (the host's usable cores; a GPU profile names a card, not the host it sits in).
+    `cpu_cores` (the host's usable cores; a GPU profile names a card, not the host it sits in),
+    `model` (the LatentSync version, "1.5", "1.6" or "small", instead of detecting it from the weights).
 
     A missing video is fine when its duration is pinned (planning a clip that is not
     there yet); otherwise the probe raises MediaError naming the file.
@@ -67,9 +69,28 @@ def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = No
     else:
         clip = probe_clip(video, audio)  # raises MediaError: file not found
 
+    model_version = _model_version(job, notes)
+
     bench = read_benchmark_cache(benchmark_cache, gpu)
     if not bench.available and gpu.device == "cuda":
         notes.append(f"no benchmark: run latentsync-bench ({bench.reason})")
-    logger.debug("facts: gpu={} ({}), cpu cores={} ({}), clip={:.2f}s, benchmark={}", gpu.name, gpu.source,
-                 host.cpu_cores, host.source, clip.duration_s, bench.available)
-    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host)
+    logger.debug("facts: gpu={} ({}), cpu cores={} ({}), clip={:.2f}s, benchmark={}, model {}", gpu.name,
+                 gpu.source, host.cpu_cores, host.source, clip.duration_s, bench.available, model_version)
+    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host, model_version=model_version)
+
+
+def _model_version(job: Any, notes: list[str]) -> str:
+    """The job's pin (assume.model), else what the weights are: a random name's version, or
+    a folder's, detected without loading the UNet (CheckpointError naming it when undecided)."""
+    weights = str(job.weights)
+    pinned = pinned_model_version(job)
+    if pinned is None:
+        return detect_model_version(weights)
+    # A pin means "plan as if", like assume.gpu: a folder is not read (it may be on another machine).
+    named = detect_model_version(weights) if is_random(weights) else None
+    if named is not None and named != pinned:
+        notes.append(f"model version pinned to {pinned}, but weights {weights} are the {named} model: "
+                     f"the plan is for {pinned}")
+    else:
+        notes.append(f"model version pinned to {pinned}, not detected from the weights")
+    return pinned

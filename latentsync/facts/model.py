@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..errors import InvalidInputError
+from ..weights import MODEL_VERSIONS, RANDOM_WEIGHTS
 from .benchmark import BenchmarkFacts
 from .clip import ClipFacts
 from .gpu import GpuFacts
@@ -20,6 +22,7 @@ GOALS = ("preview", "balanced", "quality", "auto")
 QUALITY_PRESETS = ("draft", "fast", "balanced", "quality", "ultra")
 SPEED_MODES = ("normal", "fast", "turbo", "ultra")
 WEIGHT_KINDS = ("random-small", "random", "checkpoint")
+SMALL_RANDOM_WEIGHTS = "random-small"
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,12 @@ FACTS: dict[str, FactSpec] = {
     "goal": FactSpec("string", "the job's goal", GOALS),
     "quality_preset": FactSpec("string", "the job's quality preset", QUALITY_PRESETS, always=False),
     "speed_mode": FactSpec("string", "the job's speed mode", SPEED_MODES, always=False),
-    "weights": FactSpec("string", "random-small (small test architecture), random (full size) or checkpoint",
-                        WEIGHT_KINDS),
+    "weights": FactSpec("string", "random-small (small test architecture, random weights), random (full-size "
+                        "random weights of either version) or checkpoint (real weights)", WEIGHT_KINDS),
+    # the model the weights are (random names carry it; a folder is detected; assume.model pins it)
+    "model_version": FactSpec("string", "LatentSync version of the weights: 1.5 (256 px), 1.6 (512 px) or small "
+                              "(the 128 px test architecture); absent only where no weights are known (policy tests)",
+                              MODEL_VERSIONS, always=False),
     # derived by the rules (stage: derive)
     "gpu_tier": FactSpec("string", "VRAM class with tolerance, e.g. 24gb", always=False, derived=True),
     "gpu_arch": FactSpec("string", "architecture class by compute capability", always=False, derived=True),
@@ -83,12 +90,42 @@ DERIVED_FACTS = tuple(name for name, spec in FACTS.items() if spec.derived)
 
 
 def weights_kind(weights: str) -> str:
-    return weights if weights in ("random-small", "random") else "checkpoint"
+    """What kind of weights a spec names: random-1.5 and random-1.6 are random too (their
+    version is the `model_version` fact), anything not a random name is a checkpoint folder."""
+    weights = str(weights)
+    if weights == SMALL_RANDOM_WEIGHTS:
+        return "random-small"
+    return "random" if weights in RANDOM_WEIGHTS else "checkpoint"
+
+
+def pinned_model_version(job: Any) -> Optional[str]:
+    """The job's `assume.model`, checked; None when the job pins no model version."""
+    pinned = (job.assume or {}).get("model")
+    if pinned is None:
+        return None
+    if str(pinned) not in MODEL_VERSIONS:
+        raise InvalidInputError(f"assume.model must be one of {', '.join(MODEL_VERSIONS)}, got {pinned!r}",
+                                hint='quote it in YAML: assume: {model: "1.5"}')
+    return str(pinned)
+
+
+def known_model_version(job: Any) -> Optional[str]:
+    """The model version a job states without touching a file: its pin, else its random
+    weights' version; None for a checkpoint folder (gather_facts detects that one)."""
+    pinned = pinned_model_version(job)
+    if pinned is not None:
+        return pinned
+    random = RANDOM_WEIGHTS.get(str(job.weights))
+    return None if random is None else random[3]
 
 
 def job_facts(job: Any) -> dict[str, Any]:
-    """The facts a JobSpec contributes: goal, preset, speed mode, weights kind."""
+    """The facts a JobSpec contributes: goal, preset, speed mode, weights kind, and the model
+    version where the job itself says it (pinned, or random weights)."""
     facts: dict[str, Any] = {"goal": job.goal, "weights": weights_kind(str(job.weights))}
+    model_version = known_model_version(job)
+    if model_version is not None:
+        facts["model_version"] = model_version
     if job.quality_preset is not None:
         facts["quality_preset"] = job.quality_preset
     if job.speed_mode is not None:
@@ -105,6 +142,7 @@ class Facts:
     benchmark: BenchmarkFacts
     notes: tuple[str, ...] = field(default_factory=tuple)
     host: Optional[HostFacts] = None  # None: unknown (policy tests), so `cpu_cores` is absent
+    model_version: Optional[str] = None  # None: unknown (policy tests), so `model_version` is absent
 
     def flat(self) -> dict[str, Any]:
         """The mapping the rules test; unknown optional facts are absent, never None."""
@@ -129,6 +167,7 @@ class Facts:
             "bench_available": bench.available,
             "bench_max_frames_per_batch": bench.max_frames_per_batch,
             "bench_peak_vram_gib": bench.peak_vram_gib,
+            "model_version": self.model_version,
         }
         if bench.available:
             for mode, measured in (bench.modes or {}).items():
@@ -139,10 +178,12 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu.to_dict(), "clip": self.clip.to_dict(), "benchmark": self.benchmark.to_dict(),
-                "notes": list(self.notes), "host": None if self.host is None else self.host.to_dict()}
+                "notes": list(self.notes), "host": None if self.host is None else self.host.to_dict(),
+                "model_version": self.model_version}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Facts":
         return cls(gpu=GpuFacts.from_dict(data["gpu"]), clip=ClipFacts.from_dict(data["clip"]),
                    benchmark=BenchmarkFacts.from_dict(data["benchmark"]), notes=tuple(data.get("notes", ())),
-                   host=HostFacts.from_dict(data["host"]) if data.get("host") else None)
+                   host=HostFacts.from_dict(data["host"]) if data.get("host") else None,
+                   model_version=data.get("model_version"))

@@ -41,19 +41,20 @@ class DenoiseSettings:
     cfg_shared_prefix: bool = False
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "DenoiseSettings":
+    def from_settings(cls, settings) -> "DenoiseSettings":
+        """From a RunSettings (typed and complete: no defaults here)."""
         return cls(
-            steps=int(settings["steps"]),
-            scheduler=settings["scheduler"],
-            guidance_scale=float(settings["guidance_scale"]),
-            cfg_mode=settings["cfg_mode"],
-            cfg_fraction=float(settings.get("cfg_fraction", 1.0)),
-            deepcache=bool(settings["deepcache"]),
-            deepcache_interval=int(settings["deepcache_interval"]),
-            deepcache_branch=int(settings["deepcache_branch"]),
-            cuda_graphs=bool(settings.get("cuda_graphs")) and settings.get("compile", "off") != "off",
-            uncond_audio_bias=settings.get("uncond_audio_attention", "compute") == "bias",
-            cfg_shared_prefix=bool(settings.get("cfg_shared_prefix", False)),
+            steps=settings.steps,
+            scheduler=settings.scheduler,
+            guidance_scale=settings.guidance_scale,
+            cfg_mode=settings.cfg_mode,
+            cfg_fraction=settings.cfg_fraction,
+            deepcache=settings.deepcache,
+            deepcache_interval=settings.deepcache_interval,
+            deepcache_branch=settings.deepcache_branch,
+            cuda_graphs=settings.cuda_graphs and settings.compiles,
+            uncond_audio_bias=settings.uncond_audio_attention == "bias",
+            cfg_shared_prefix=settings.cfg_shared_prefix,
         )
 
     def cfg_steps(self) -> int:

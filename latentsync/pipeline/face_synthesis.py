@@ -155,6 +155,10 @@ class FaceSynthesizer:
         self.decode_row = decode_start_row(np.asarray(mask), h) if vae_options.decode_region == "mask" else 0
         self.stats = SynthesisStats()
 
+    def reset_stats(self) -> None:
+        """Start counting afresh (a resident pipeline reports each clip's own counts)."""
+        self.stats = SynthesisStats()
+
     def _stack(self, tensors: Sequence[torch.Tensor], frames: int) -> torch.Tensor:
         """[(f, C, h, w)] per chunk -> (k, C, f, h, w)."""
         return torch.stack([t.reshape(frames, *t.shape[1:]) for t in tensors]).permute(0, 2, 1, 3, 4)

@@ -32,13 +32,10 @@ class VaeOptions:
     decode_region: str = "full"  # "full" | "mask": decode only the latent rows the mask repaints
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "VaeOptions":
-        return cls(
-            slicing=bool(settings.get("vae_slicing", False)),
-            tiling=bool(settings.get("vae_tiling", False)),
-            batch=int(settings.get("vae_batch", 16)),
-            decode_region=str(settings.get("vae_decode_region", "full")),
-        )
+    def from_settings(cls, settings) -> "VaeOptions":
+        """From a RunSettings (typed and complete: no defaults here)."""
+        return cls(slicing=settings.vae_slicing, tiling=settings.vae_tiling, batch=settings.vae_batch,
+                   decode_region=settings.vae_decode_region)
 
 
 def vae_config(name: str = "sd") -> dict:

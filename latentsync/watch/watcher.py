@@ -12,29 +12,31 @@ Life of a job (every arrow is committed to the journal before the file operation
         +-- permanent error or out of attempts -> INBOX/failed/clip.mp4 + clip.error.json
 
 The pipeline is injectable (`executor`, `latentsync.runner.run_job` by default)
-and so is the rules loader; a fast fake with the same interface stands in for
-both in tests.
+and so is the rules loader; fast fakes with the same interfaces stand in for
+both in tests (latentsync.testing.fake_pipeline).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import queue
 import re
 import shutil
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from loguru import logger
 
+from ..atomic import atomic_write_json, is_partial_name
 from ..errors import InvalidInputError, LatentSyncError
+from ..failures import CANCEL, TRANSIENT, classify_error, error_record, now_iso
 from ..jobs import JobReport, JobSpec
+from ..signals import signal_name, stop_on_signals
 from .discovery import (
     DropFolderError,
     DropPlan,
@@ -135,10 +137,6 @@ class _Reject:
     what: str
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _safe_component(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "job"
 
@@ -148,40 +146,9 @@ def _suffixed(name: str, suffix: str) -> str:
     return base + suffix + name[len(base):]
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Temp file beside the target, fsync, os.replace: readers see all or nothing."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.partial.{os.getpid()}")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _error_dict(error: BaseException, *, stage: str, attempt: int, transient: bool) -> dict[str, Any]:
-    if isinstance(error, LatentSyncError):
-        data = error.to_dict()
-    else:
-        data = {"type": type(error).__name__, "message": str(error) or type(error).__name__, "path": None, "hint": None}
-    data.update(stage=stage, attempt=attempt, transient=transient, at=_now_iso())
-    return data
-
-
-def classify_error(error: BaseException) -> str:
-    """'cancel' | 'permanent' | 'transient' (the runner's error contract)."""
-    from ..runner import JobCancelled
-
-    if isinstance(error, JobCancelled):
-        return "cancel"
-    if isinstance(error, (InvalidInputError, NotImplementedError)):
-        return "permanent"
-    return "transient"  # OutOfMemoryError, OutputError, anything unexpected
+    """One attempt's failure as the journal and the error file keep it."""
+    return error_record(error, stage=stage, attempt=attempt, transient=transient, at=now_iso())
 
 
 _WHAT_FAILED = {
@@ -252,19 +219,9 @@ class Watcher:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            if self._stop.is_set():
-                raise KeyboardInterrupt  # second signal: stop now; the journal re-queues the job
-            self.request_stop(signal.Signals(signum).name)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, handler)
-        return previous
+    def _on_signal(self, signum: int) -> None:
+        # A second signal raises KeyboardInterrupt (stop_on_signals); the journal re-queues the job.
+        self.request_stop(signal_name(signum))
 
     # ------------------------------------------------------------------ set-up
 
@@ -359,7 +316,8 @@ class Watcher:
         self._check_folders()
         self._acquire_lock()
         self._start_logging()
-        previous_handlers = self._install_signals()
+        signals = contextlib.ExitStack()  # closed in `finally`, before the lock and the log go
+        signals.enter_context(stop_on_signals(self._on_signal, stop=self._stop))
         try:
             self.journal = Journal(self.state_dir / "journal.sqlite3")
             self.rules.load_initial()
@@ -406,8 +364,7 @@ class Watcher:
                 self._observer = None
             if self.journal is not None:
                 self.journal.close()
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+            signals.close()  # the previous SIGINT/SIGTERM handlers are back
             logger.info("watcher stopped: {} done, {} failed, {} re-queued", self.summary.done, self.summary.failed,
                         self.summary.requeued)
             if self._log_sink is not None:
@@ -701,10 +658,10 @@ class Watcher:
         except Exception as error:  # noqa: BLE001 — every failure is journaled, none escapes
             verdict = classify_error(error)
             shutil.rmtree(staging, ignore_errors=True)
-            if verdict == "cancel":
+            if verdict == CANCEL:
                 self._requeue(row, attempt, "cancelled on stop")
                 return
-            transient = verdict == "transient"
+            transient = verdict == TRANSIENT
             record = _error_dict(error, stage=stage, attempt=attempt, transient=transient)
             if transient and attempt < row.max_attempts:
                 delay = min(self.config.retry_delay * 2 ** (attempt - 1), self.config.retry_delay_max)
@@ -808,7 +765,7 @@ class Watcher:
         staged_report = staged_output.with_name(staged_output.name + ".report.json")
         extras = sorted(p.name for p in staging.iterdir()
                         if p.name.startswith(staged_output.name) and p.name not in (staged_output.name, staged_report.name)
-                        and ".partial." not in p.name)
+                        and not is_partial_name(p.name))
         tails = [e[len(staged_output.name):] for e in extras]
         suffix = self._free_names(self.outbox, [desired],
                                   lambda s: [_suffixed(desired, s) + t for t in tails + [".report.json"]])
@@ -845,7 +802,7 @@ class Watcher:
     def _complete_finish(self, row: JobRow) -> None:
         """Idempotent: write the report, apply the planned moves, mark done."""
         assert self.journal is not None and row.output is not None
-        atomic_write_json(self.outbox / (row.output + ".report.json"), row.report)
+        atomic_write_json(self.outbox / (row.output + ".report.json"), row.report, sort_keys=True)
         _apply_moves(row.moves)
         self._cleanup(row)
         self.journal.done(row.id)
@@ -885,7 +842,7 @@ class Watcher:
             "files": {n: str(Path(dst).relative_to(self.inbox)) for (n, _), (_, dst) in zip(sources, moves)},
             "rules_version": row.rules_version or self.rules.version,
             "rules_hash": row.rules_hash or self.rules.hash,
-            "failed_at": _now_iso(),
+            "failed_at": now_iso(),
             "log": str(self.logs_dir / "watch.log"),
             "error_file": str(error_file),
         }
@@ -894,7 +851,7 @@ class Watcher:
 
     def _complete_fail(self, row: JobRow) -> None:
         assert self.journal is not None and row.error is not None
-        atomic_write_json(Path(row.error["error_file"]), row.error)
+        atomic_write_json(Path(row.error["error_file"]), row.error, sort_keys=True)
         _apply_moves(row.moves)
         self._cleanup(row)
         self.journal.failed(row.id)

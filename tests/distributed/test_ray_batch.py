@@ -8,9 +8,9 @@ import pytest
 
 from latentsync.cli.run import main
 from latentsync.distributed.batch import run_batch
-from latentsync.distributed.fake import CrashOncePipeline
 from latentsync.jobs import JobSpec
-from latentsync.watch.fake import expected_fake_output, make_fake_audio, make_fake_video
+from latentsync.testing.crash_pipeline import CrashOncePipeline
+from latentsync.testing.fake_pipeline import expected_fake_output, make_fake_audio, make_fake_video
 
 
 def _clips(folder: Path, count: int) -> list[JobSpec]:
@@ -88,7 +88,7 @@ def test_cli_batch_runs_plans_on_ray(ray_cluster, tmp_path: Path, capsys):
         plan = tmp_path / f"c{index}.plan.yaml"
         plan.write_text(f"video: c{index}.mp4\naudio: c{index}.wav\noutput: out/c{index}.mp4\n")
         plans.append(str(plan))
-    code = main(["batch", *plans, "--ray", "--json", "--executor", "latentsync.watch.fake:FakePipeline()"])
+    code = main(["batch", *plans, "--ray", "--json", "--executor", "latentsync.testing.fake_pipeline:FakePipeline()"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] == 3 and result["failed"] == 0

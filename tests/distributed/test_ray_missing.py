@@ -6,7 +6,7 @@ import pytest
 
 from latentsync.cli.run import main
 from latentsync.distributed import INSTALL_HINT, RayNotInstalledError, require_ray
-from latentsync.watch.fake import make_fake_audio, make_fake_video
+from latentsync.testing.fake_pipeline import make_fake_audio, make_fake_video
 
 
 @pytest.fixture

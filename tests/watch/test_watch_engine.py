@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from latentsync.paths import default_rules_dir
-from latentsync.watch.fake import FakePipeline, make_fake_video
+from latentsync.testing.fake_pipeline import FakePipeline, make_fake_video
 from watch_helpers import RunningWatcher, make_config, settled, wait_until
 
 engine = pytest.importorskip("latentsync.engine")

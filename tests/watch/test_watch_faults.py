@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from latentsync.testing.fake_pipeline import FakePipeline, fake_load_ruleset, make_fake_audio, make_fake_video, sha256_file
 from latentsync.watch import Journal, Watcher
-from latentsync.watch.fake import FakePipeline, fake_load_ruleset, make_fake_audio, make_fake_video, sha256_file
 from watch_helpers import (
     RunningWatcher,
     assert_invariants,
@@ -353,4 +353,36 @@ def test_engine_rejection_of_a_dropped_plan_names_the_users_file(drop, monkeypat
     assert "greedy.plan.yaml:3: overrides.steps: 500 is greater than 100" in error["why"]
     assert "processing" not in error["why"] and error["how_to_fix"] == "steps is 1..100"
     assert error["error"]["transient"] is False and pipeline.calls == []
+    assert_invariants(inbox, outbox, originals)
+
+
+def test_sigterm_during_a_job_requeues_it_and_restores_the_handlers(drop):
+    import signal
+
+    inbox, outbox, rules = drop
+    make_fake_video(inbox / "clip.mp4")
+    originals = digests(inbox / "clip.mp4")
+    pipeline = FakePipeline()
+
+    def terminated_mid_job(spec, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # as `kill PID` would, while the job runs (main thread)
+        return pipeline(spec, **kwargs)
+
+    def unhandled(_signum, _frame):
+        raise AssertionError("the watcher did not take SIGTERM")
+
+    saved = signal.signal(signal.SIGTERM, unhandled)  # instead of the default: killing pytest
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        summary = Watcher(make_config(inbox, outbox, rules), executor=terminated_mid_job,
+                          rules_loader=fake_load_ruleset).run(once=True)
+        assert {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} == before
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert (summary.done, summary.failed, summary.requeued) == (0, 0, 1)  # stopped at a chunk, not failed
+    [row] = Journal(inbox / ".latentsync" / "journal.sqlite3").jobs()
+    assert row.state == "queued" and row.attempts == 0
+    summary = Watcher(make_config(inbox, outbox, rules), executor=FakePipeline(),
+                      rules_loader=fake_load_ruleset).run(once=True)
+    assert summary.done == 1 and outputs(outbox) == ["clip.mp4"]
     assert_invariants(inbox, outbox, originals)

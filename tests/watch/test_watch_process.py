@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from latentsync.atomic import is_partial_name
 from latentsync.paths import REPO_ROOT
+from latentsync.testing.fake_pipeline import make_fake_audio, make_fake_video
 from latentsync.watch import Journal
-from latentsync.watch.fake import make_fake_audio, make_fake_video
 from watch_helpers import assert_invariants, digests, outputs, wait_until
 
 
@@ -20,15 +21,15 @@ def start_watcher(inbox: Path, outbox: Path, rules: Path, *extra: str, chunk_sec
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                LATENTSYNC_FAKE_CHUNK_SECONDS=str(chunk_seconds), LATENTSYNC_FAKE_CHUNKS="10")
     command = [sys.executable, "-m", "latentsync.cli.run", "watch", str(inbox), "--out", str(outbox),
-               "--rules", str(rules), "--executor", "latentsync.watch.fake:slow_fake_pipeline()",
-               "--rules-loader", "latentsync.watch.fake:fake_load_ruleset",
+               "--rules", str(rules), "--executor", "latentsync.testing.fake_pipeline:slow_fake_pipeline()",
+               "--rules-loader", "latentsync.testing.fake_pipeline:fake_load_ruleset",
                "--pair-wait", "0.1", "--settle", "0.1", "--retry-delay", "0", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def partial_output_in_staging(outbox: Path) -> bool:
     staging = outbox / ".staging"
-    return staging.is_dir() and any(".partial." in p.name and p.stat().st_size > 0 for p in staging.rglob("*"))
+    return staging.is_dir() and any(is_partial_name(p.name) and p.stat().st_size > 0 for p in staging.rglob("*"))
 
 
 def test_sigkill_mid_job_then_restart_loses_nothing(drop):

@@ -11,8 +11,8 @@ import pytest
 
 from latentsync.jobs import JobSpec
 from latentsync.paths import examples_dir
+from latentsync.testing.fake_pipeline import sha256_file
 from latentsync.watch import WatchConfig, Watcher
-from latentsync.watch.fake import sha256_file
 
 
 def _real_stack_ready() -> str | None:

@@ -1,7 +1,7 @@
 """Rules hot reload: debounce a burst of saves into one reload, keep the last good rules."""
 from __future__ import annotations
 
-from latentsync.watch.fake import fake_load_ruleset
+from latentsync.testing.fake_pipeline import fake_load_ruleset
 from latentsync.watch.rules_reload import RulesReloader
 from watch_helpers import write_rules
 

@@ -10,8 +10,9 @@ from typing import Callable, Optional
 
 import pytest
 
+from latentsync.atomic import is_partial_name
+from latentsync.testing.fake_pipeline import FakePipeline, expected_fake_output, fake_load_ruleset, sha256_file
 from latentsync.watch import WatchConfig, Watcher
-from latentsync.watch.fake import FakePipeline, expected_fake_output, fake_load_ruleset, sha256_file
 
 FAST = dict(pair_wait=0.15, settle=0.1, tick=0.02, retry_delay=0.0, rules_debounce=0.1,
             rules_check_interval=0.2, rescan_interval=0.5, input_wait=2.0)
@@ -85,7 +86,7 @@ def assert_invariants(inbox: Path, outbox: Path, originals: dict[str, str]) -> N
     """Nothing half-written, nothing left in flight, every input's bytes intact, outputs match inputs."""
     staging = outbox / ".staging"
     assert not staging.exists() or not any(staging.iterdir()), f"staging not empty: {list(staging.rglob('*'))}"
-    partials = [p for p in list(outbox.rglob("*")) + list(inbox.rglob("*")) if ".partial." in p.name]
+    partials = [p for p in list(outbox.rglob("*")) + list(inbox.rglob("*")) if is_partial_name(p.name)]
     assert not partials, f"partial files left behind: {partials}"
     processing = inbox / "processing"
     assert not processing.exists() or not any(processing.iterdir()), f"processing not empty: {list(processing.rglob('*'))}"

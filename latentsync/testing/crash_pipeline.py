@@ -1,4 +1,4 @@
-"""Fault injection for the Ray tests: a pipeline whose worker process dies on a clip's first attempt."""
+"""Fault injection for the Ray tests: a fake pipeline whose worker process dies on a clip's first attempt."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jobs import JobReport, JobSpec
-from ..watch.fake import FakePipeline
+from .fake_pipeline import FakePipeline
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""A fast stand-in for `run_job` with the same interface, for watcher tests and benchmarks.
+"""A fast stand-in for `run_job` with the same interface, for tests and benchmarks (no model, no GPU).
 
 `FakePipeline` keeps the runner's contract (see latentsync/runner.py): it reads
 its inputs and never modifies them, rejects files that are not media
 (`MediaError`, permanent), reports progress per chunk, stops between chunks when
-`cancel()` says so (`JobCancelled`), writes its output through a temp file and
-`os.replace`, and writes `<output>.report.json` beside it. The output's bytes
-are a digest of the inputs, so a test can prove which inputs produced it.
+`cancel()` says so (`JobCancelled`), streams its output into a hidden temp file
+renamed into place at the end (`latentsync.atomic`), and writes
+`<output>.report.json` beside it. The output's bytes are a digest of the inputs,
+so a test can prove which inputs produced it.
 
 It can also fail on purpose: `transient_failures={"clip": 2}` raises a
 RuntimeError on the first two attempts of any job whose video stem is `clip`.
@@ -16,7 +17,6 @@ RuntimeError on the first two attempts of any job whose video stem is `clip`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 import time
@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ..atomic import atomic_output, atomic_write_json
 from ..errors import InvalidInputError, MediaError
 from ..jobs import CancelCallback, JobReport, JobSpec, ProgressCallback
 
@@ -130,27 +131,19 @@ class FakePipeline:
             raise RuntimeError(f"simulated transient failure for {stem}")
         payload = expected_fake_output(video, audio)
         output = Path(spec.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        temp = output.with_name(f"{output.name}.partial.{os.getpid()}")
-        try:
-            with open(temp, "wb") as handle:
-                for index in range(self.chunks):
-                    if cancel is not None and cancel():
-                        raise JobCancelled("cancelled between chunks", path=str(spec.video))
-                    if self.chunk_seconds:
-                        time.sleep(self.chunk_seconds)
-                    # A chunk's worth of output, written and flushed: a kill leaves a visible partial file.
-                    part = payload[index * len(payload) // self.chunks : (index + 1) * len(payload) // self.chunks]
-                    handle.write(part)
-                    handle.flush()
-                    if progress is not None:
-                        progress("denoise", index + 1, self.chunks)
+        # The temp name keeps the extension, as the real video writer's does.
+        with atomic_output(output, suffix=output.suffix) as temp, open(temp, "wb") as handle:
+            for index in range(self.chunks):
+                if cancel is not None and cancel():
+                    raise JobCancelled("cancelled between chunks", path=str(spec.video))
+                if self.chunk_seconds:
+                    time.sleep(self.chunk_seconds)
+                # A chunk's worth of output, written and flushed: a kill leaves a visible partial file.
+                part = payload[index * len(payload) // self.chunks : (index + 1) * len(payload) // self.chunks]
+                handle.write(part)
                 handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, output)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+                if progress is not None:
+                    progress("denoise", index + 1, self.chunks)
         seconds = time.perf_counter() - started
         report = JobReport(
             job=spec.to_dict(),
@@ -164,9 +157,7 @@ class FakePipeline:
             device="fake",
         )
         report_path = Path(spec.report) if spec.report is not None else output.with_name(output.name + ".report.json")
-        temp_report = report_path.with_name(report_path.name + f".partial.{os.getpid()}")
-        temp_report.write_text(json.dumps(report.to_dict(), indent=2))
-        os.replace(temp_report, report_path)
+        atomic_write_json(report_path, report.to_dict())
         return report
 
 

@@ -1,0 +1,177 @@
+"""Applying a run's settings to torch and to the models: device and dtype, the UNet's
+kernels and memory format, torch.compile, the VAE options, and the process-wide torch
+flags a run sets (and restores: ComfyUI runs every node pack in one process).
+
+Compiled modules belong to the loaded models (`LipSyncModels.compiled`), so a resident
+process (drop folder, ComfyUI) compiles once per model set and format, and nothing
+here is module-global.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from loguru import logger
+
+from ..settings import RunSettings
+from .vae import VaeOptions, apply_vae_options
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(settings: RunSettings) -> tuple[torch.device, torch.dtype, list[str]]:
+    """(device, dtype, warnings) a run will use: the plan's, or the CPU in fp32 where the
+    plan's cannot run here (said in the warnings, never silently)."""
+    warnings: list[str] = []
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        warnings.append("the plan asked for CUDA but none is available: running on the CPU in fp32")
+        return torch.device("cpu"), torch.float32, warnings
+    dtype = _DTYPES[settings.precision]
+    if settings.device == "cpu" and dtype == torch.float16:
+        warnings.append("fp16 is not supported on the CPU: using fp32")
+        dtype = torch.float32
+    return torch.device(settings.device), dtype, warnings
+
+
+def torch_compile_mode(settings: RunSettings, *, allow_graphs: bool = True) -> Optional[str]:
+    """torch.compile mode for the plan's `compile` + `cuda_graphs`; None when compile is off."""
+    if not settings.compiles:
+        return None
+    graphs = settings.cuda_graphs and allow_graphs
+    return {
+        ("default", False): "default",
+        ("default", True): "reduce-overhead",
+        ("max-autotune", False): "max-autotune-no-cudagraphs",
+        ("max-autotune", True): "max-autotune",
+    }[(settings.compile, graphs)]
+
+
+def memory_format_name(settings: RunSettings) -> str:
+    return "channels_last" if settings.channels_last else "contiguous"
+
+
+def _memory_format(name: str) -> torch.memory_format:
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
+def compile_cache_dir() -> Path:
+    """Where torch.compile keeps its artifacts between runs.
+
+    `TORCHINDUCTOR_CACHE_DIR` when the user set it, else
+    `$XDG_CACHE_HOME/latentsync-runner/inductor` (~/.cache/...). Inductor's default is a
+    folder under /tmp, which many systems empty at reboot: a warm cache turns a 100 s
+    cold compile of the UNet into seconds, so it belongs with the user's caches.
+    """
+    if os.getenv("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    root = Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "latentsync-runner" / "inductor"
+
+
+@contextlib.contextmanager
+def run_scope(settings: RunSettings, device: torch.device) -> Iterator[None]:
+    """The process-wide state one run needs, restored when it ends.
+
+    TF32 and cuDNN autotuning are torch-global flags; inductor finds its cache folder
+    through an environment variable, read whenever it compiles (during a run's first
+    calls). Each is set for the run and put back afterwards, so code sharing the
+    process (ComfyUI and its other node packs) sees its own values again.
+    """
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    env_was = os.getenv("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        # set on every device (they only matter on CUDA), so a run is the same code everywhere
+        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+        torch.backends.cudnn.allow_tf32 = settings.tf32
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        if settings.compiles and env_was is None:
+            folder = compile_cache_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+        if env_was is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def apply_unet_kernels(unet, settings: RunSettings, warnings: list[str]) -> None:
+    """`temporal_attention_kernel` and `geglu_kernel`. Where the plan asks for a Triton
+    kernel that cannot run here (no `triton` package, or a CPU), the run keeps PyTorch's
+    kernel (same math) and says so in `warnings` rather than failing the job."""
+    for key, wanted, fallback, setter in (
+        ("temporal_attention_kernel", settings.temporal_attention_kernel, "sdpa", unet.set_temporal_attention_kernel),
+        ("geglu_kernel", settings.geglu_kernel, "torch", unet.set_geglu_kernel),
+    ):
+        try:
+            setter(wanted)
+        except RuntimeError as error:
+            message = f"{key}: {wanted} asked for, running {fallback}: {error}"
+            logger.warning(message)
+            warnings.append(message)
+            setter(fallback)
+
+
+def needs_fresh_models(models, settings: RunSettings) -> bool:
+    """Whether these models carry compiled graphs traced for another memory format.
+
+    Compiled graphs assume the weights' strides; switching the format of weights that
+    have graphs would need torch's global compile caches thrown away (which would also
+    throw away every other library's graphs in this process). Fresh models are cheaper.
+    """
+    return bool(models.compiled) and models.memory_format not in (None, memory_format_name(settings))
+
+
+def prepare_unet(models, settings: RunSettings, warnings: list[str]):
+    """The UNet as this run calls it: attention backend, temporal packing and kernels,
+    memory format, torch.compile (cached on the models)."""
+    unet = models.unet
+    unet.set_attention_backend(settings.attention_backend)
+    unet.set_temporal_attention_packing(settings.temporal_attention_pack)
+    apply_unet_kernels(unet, settings, warnings)
+    fmt = memory_format_name(settings)
+    if needs_fresh_models(models, settings):
+        raise RuntimeError(f"models compiled for {models.memory_format} cannot switch to {fmt}: load them again")
+    unet.to(memory_format=_memory_format(fmt))
+    models.memory_format = fmt
+    mode = torch_compile_mode(settings)
+    if mode is None:
+        return unet
+    key = ("unet", mode, fmt)
+    if key not in models.compiled:
+        logger.info("compiling the UNet with torch.compile(mode={!r}); the first chunk is slow", mode)
+        models.compiled[key] = torch.compile(unet, mode=mode, dynamic=False)
+    return models.compiled[key]
+
+
+def prepare_vae(models, settings: RunSettings) -> VaeOptions:
+    """Apply the VAE levers: slicing/tiling/batch (VaeOptions), memory format, torch.compile.
+
+    The encoder and decoder are compiled in place (`Module.compile`), so the VAE keeps
+    its own methods (slicing, tiling) and state-dict keys. CUDA graphs are never used
+    for the VAE: its outputs are collected over several calls, and a replayed graph
+    would overwrite the previous call's output.
+    """
+    vae = models.vae
+    options = VaeOptions.from_settings(settings)
+    apply_vae_options(vae, options)
+    fmt = memory_format_name(settings)
+    vae.to(memory_format=_memory_format(fmt))
+    mode = torch_compile_mode(settings, allow_graphs=False)
+    for part in (vae.encoder, vae.decoder):
+        wanted = None if mode is None else (mode, fmt)
+        if getattr(part, "_latentsync_compiled", None) == wanted:
+            continue
+        if wanted is None:
+            part._compiled_call_impl = None  # back to eager; the compiled form stays in models.compiled
+        else:
+            logger.info("compiling the VAE {} with torch.compile(mode={!r})", type(part).__name__, mode)
+            part.compile(mode=mode, dynamic=False)
+            models.compiled[("vae", type(part).__name__, mode, fmt)] = part._compiled_call_impl
+        part._latentsync_compiled = wanted
+    return options
