@@ -148,7 +148,7 @@ def contradictions(values: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def settings_problems(values: Mapping[str, Any]) -> list[str]:
     """Schema problems of a settings mapping plus contradictions, worded for people."""
-    from .engine.schemas import definition_problems
+    from .contracts import definition_problems
 
     problems = [f"settings.{p}" for p in definition_problems(dict(values), "run_plan", "settings")]
     problems += [f"settings.{name}: {message}" for name, message in contradictions(values)]

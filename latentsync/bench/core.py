@@ -15,7 +15,6 @@ benchmark leaves the previous cache as it was.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,13 +24,14 @@ from typing import Any, Callable, Optional
 import torch
 from loguru import logger
 
+from ..atomic import atomic_write_json
 from ..errors import InvalidInputError
 from ..facts.benchmark import (benchmark_key, default_benchmark_cache, read_benchmark_cache, software_versions,
                                update_benchmark_cache)
 from ..facts.gpu import GpuFacts, probe_gpu
 from ..jobs import ProgressCallback
-from .cases import BenchCase, PlannedRun, describe, group_cases, resolve_runs, signature
-from .timing import free_device_memory, peak_memory_gib, repeat_timed, reset_peak_memory, timed_call
+from .cases import BenchCase, PlannedRun, group_cases, resolve_runs, signature
+from .timing import free_device_memory, repeat_timed
 
 MODES = ("quick", "full", "stress")
 VIDEO_FPS = 25.0  # LatentSync's training frame rate: "per video second" means 25 frames
@@ -153,7 +153,7 @@ class _Progress:
 
 def cache_problem(path: Path) -> Optional[str]:
     """Why an existing cache file cannot be used (unreadable, not JSON, not our schema), or None."""
-    from ..engine.schemas import schema_errors
+    from ..contracts import schema_errors
 
     if not path.is_file():
         return None
@@ -180,9 +180,7 @@ def clear_cached_results(path: Optional[Path] = None, gpu: Optional[GpuFacts] = 
     if cache_problem(path) is None:
         entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
     kept = [entry for entry in entries if gpu is not None and not _same_card(entry["key"], gpu)]
-    temp = path.with_name(f"{path.name}.partial.{os.getpid()}")
-    temp.write_text(json.dumps({"schema_version": 1, "entries": kept}, indent=2), encoding="utf-8")
-    os.replace(temp, path)
+    atomic_write_json(path, {"schema_version": 1, "entries": kept})
     logger.info("cleared {} benchmark entr{} from {}", len(entries) - len(kept),
                 "y" if len(entries) - len(kept) == 1 else "ies", path)
     return len(entries) - len(kept)
@@ -369,7 +367,7 @@ def stress_batches(case: BenchCase, settings: dict[str, Any], weights: str, devi
 
 def _weights_and_resolution(weights: Optional[str], resolution: str, gpu: GpuFacts) -> tuple[str, Optional[int]]:
     """Which weights to time and the resolution override (None: follow the weights/rules)."""
-    from ..weights import weights_version
+    from ..weights import is_random, weights_version
 
     if resolution not in ("auto", "256", "512"):
         raise InvalidInputError(f"--resolution must be 256, 512 or auto, got {resolution!r}")
@@ -379,7 +377,7 @@ def _weights_and_resolution(weights: Optional[str], resolution: str, gpu: GpuFac
         return "random-small", None
     if weights is None:
         return ("random-1.5" if resolution == "256" else "random"), None
-    if str(weights) not in ("random", "random-1.6", "random-1.5", "random-small"):
+    if not is_random(str(weights)):
         from ..weights import check_weights_folder
 
         check_weights_folder(Path(weights))

@@ -82,17 +82,20 @@ def plan_from_payload(payload: Any, weights: str, overrides: dict[str, Any]):
     from ..engine import USER_OVERRIDE, RunPlan
     from ..errors import InvalidInputError
     from ..facts.model import weights_kind
+    from ..weights import detect_model_version
 
     if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_FORMAT or "plan" not in payload:
         raise InvalidInputError("run_plan: not a LatentSync run plan",
                                 hint="connect the run_plan output of LatentSync Auto-Optimize or GPU Benchmark")
     data = copy.deepcopy(payload["plan"])
-    planned_for = (data.get("facts") or {}).get("weights")
-    if planned_for is not None and planned_for != weights_kind(weights):
+    facts = data.get("facts") or {}
+    planned_for = (facts.get("weights"), facts.get("model_version"))
+    running = (weights_kind(weights), detect_model_version(weights))
+    if planned_for[0] is not None and planned_for != running:
         raise InvalidInputError(
-            f"run_plan: planned for {planned_for} weights ({payload.get('weights')}), "
-            f"but this node runs {weights_kind(weights)} weights ({weights})",
-            hint="pick the same weights on the node that made the run plan (face resolution follows the weights)",
+            f"run_plan: planned for {planned_for[0]} weights, model {planned_for[1]} ({payload.get('weights')}), "
+            f"but this node runs {running[0]} weights, model {running[1]} ({weights})",
+            hint="pick the same weights on the node that made the run plan (face resolution follows the model)",
         )
     for key, value in overrides.items():
         settings, sources = data.get("settings", {}), data.get("sources", {})

@@ -10,7 +10,7 @@ from ..settings import RunSettings, contradictions
 from .errors import PlanError, Problem, RulesError
 from .evaluate import evaluate_policy
 from .model_check import check_model_version
-from .schemas import iter_schema_problems, load_schema, schema_errors
+from ..contracts import iter_schema_problems, load_schema, schema_errors
 
 USER_OVERRIDE = "user override"
 
