@@ -18,7 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Union
 
-from jsonschema import Draft202012Validator
+import math
+
+from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
 from .paths import schemas_dir
@@ -29,6 +31,24 @@ SCHEMA_NAMES = ("rules", "gpu_profiles", "rule_tests", "plan", "run_plan", "benc
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "exists")
 
 _lock = threading.Lock()
+
+
+def _is_finite_number(checker: Any, instance: Any) -> bool:
+    """`number` in every schema means a finite number: NaN passes `minimum`/`maximum` (every
+    comparison with it is false) and would reach the pipeline (a NaN guidance scale paints the
+    mouth black), an infinity breaks arithmetic further down."""
+    if not Draft202012Validator.TYPE_CHECKER.is_type(instance, "number"):
+        return False
+    return not isinstance(instance, float) or math.isfinite(instance)
+
+
+# The validator class every schema is checked with: Draft 2020-12, numbers finite.
+SchemaValidator = validators.extend(
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
 
 
 def format_field(parts: Iterable[PathPart]) -> str:
@@ -76,7 +96,7 @@ def load_schema(name: str) -> dict:
 def validator(name: str) -> Draft202012Validator:
     with _lock:
         registry, schemas = _registry_and_schemas()
-        return Draft202012Validator(schemas[name], registry=registry)
+        return SchemaValidator(schemas[name], registry=registry)
 
 
 def _describe(error: Any) -> str:
@@ -92,12 +112,14 @@ def _describe(error: Any) -> str:
         kind = "fact" if "device" in values else "setting" if "steps" in values else "name"
         return f"unknown {kind} {error.instance!r}" + (f" ({error.message})" if error.validator != "enum" else "")
     if error.validator == "enum":
-        allowed = ", ".join(json.dumps(value) for value in error.validator_value)
-        return f"{json.dumps(error.instance)} is not one of {allowed}"
+        allowed = ", ".join(_json(value) for value in error.validator_value)
+        return f"{_json(error.instance)} is not one of {allowed}"
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"wrong type: expected {expected}, got {type(error.instance).__name__} {json.dumps(error.instance)}"
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return f"{error.instance} is not a finite number; expected {expected}"
+        return f"wrong type: expected {expected}, got {type(error.instance).__name__} {_json(error.instance)}"
     if error.validator == "required":
         return error.message.replace(" is a required property", " is missing (required)")
     return error.message
@@ -135,7 +157,7 @@ def definition_validator(name: str, definition: str) -> Draft202012Validator:
     with _lock:
         registry, schemas = _registry_and_schemas()
         reference = {"$ref": f"{schemas[name]['$id']}#/$defs/{definition}"}
-        return Draft202012Validator(reference, registry=registry)
+        return SchemaValidator(reference, registry=registry)
 
 
 def definition_problems(instance: Any, name: str, definition: str) -> list[str]:

@@ -28,6 +28,7 @@ class JobSpec:
     report: Optional[Path] = None  # default: <output>.report.json
     contact_sheet: bool = False
     name: Optional[str] = None
+    overwrite: bool = False  # replace existing files at the output paths (never an input): latentsync/output_safety.py
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -64,18 +64,21 @@ def _validate(args: argparse.Namespace) -> int:
 
     ruleset = load_ruleset(_folder(args.dir))
     cases = read_cases(ruleset.tests_dir, ruleset)
+    for warning in ruleset.warnings:  # rules that can never fire, checks that could not cover everything
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"ok: {ruleset.path} version {ruleset.version}, {len(ruleset.rules)} rules, "
           f"{len(ruleset.gpu_profiles)} GPU profiles, {len(cases)} policy test cases, hash {ruleset.hash[:12]}")
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from ..engine import gather_facts, load_plan_file, load_ruleset, resolve_plan
+    from ..engine import PlanError, gather_facts, load_plan_file, load_ruleset, resolve_plan
 
     ruleset = load_ruleset(_folder(args.rules))
-    jobs = load_plan_file(Path(args.plan))
+    plan_path = Path(args.plan)
+    jobs = load_plan_file(plan_path)
     results = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         assume = dict(job.assume)
         if args.assume_gpu is not None:
             assume["gpu"] = args.assume_gpu
@@ -89,7 +92,10 @@ def _explain(args: argparse.Namespace) -> int:
             assume["duration"] = args.duration
         job = dataclasses.replace(job, assume=assume, goal=args.goal or job.goal)
         facts = gather_facts(job, ruleset, benchmark_cache=_folder(args.benchmark_cache))
-        results.append((job, resolve_plan(job, facts, ruleset)))
+        try:
+            results.append((job, resolve_plan(job, facts, ruleset)))
+        except PlanError as error:  # an override checked against the rules: name the plan file and the job
+            raise error.with_file(str(plan_path), ["jobs", index] if len(jobs) > 1 else []) from None
     if args.json:
         print(json.dumps([{"job": job.to_dict(), "run_plan": plan.to_dict()} for job, plan in results], indent=2))
         return 0

@@ -142,19 +142,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _setup_console_logging(args.verbose, through_tqdm=True)
     from ..engine import load_plan_file, load_ruleset
 
+    from ..engine import PlanError
+    from ..output_safety import check_outputs
+
+    plan_path = Path(args.plan)
     ruleset = load_ruleset(Path(args.rules) if args.rules else None)
-    specs = list(load_plan_file(Path(args.plan)))
+    specs = list(load_plan_file(plan_path))
     for spec in specs:
         if args.contact_sheet:
             spec.contact_sheet = True
+        if getattr(args, "overwrite", False):
+            spec.overwrite = True
+
+    def in_plan(error: Exception, index: int) -> Exception:
+        """A plan error found while resolving (an override against the rules) names the plan file and job."""
+        if isinstance(error, PlanError):
+            return error.with_file(str(plan_path), ["jobs", index] if len(specs) > 1 else [])
+        return error
 
     if args.dry_run:
         from ..engine import gather_facts, resolve_plan
 
         plans = []
-        for spec in specs:
+        for index, spec in enumerate(specs):
             facts = gather_facts(spec, ruleset, benchmark_cache=args.benchmark_cache)
-            plan = resolve_plan(spec, facts, ruleset)
+            try:
+                plan = resolve_plan(spec, facts, ruleset)
+            except PlanError as error:
+                raise in_plan(error, index) from None
             plans.append((spec, plan))
         if args.json:
             print(json.dumps([{"job": spec.to_dict(), "run_plan": plan.to_dict(),
@@ -183,8 +198,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             try:
                 if stop.is_set():
                     raise JobCancelled("not started: interrupted", path=str(spec.video))
-                report = run_job(spec, ruleset=ruleset, progress=progress, cancel=stop.is_set,
-                                 benchmark_cache=args.benchmark_cache)
+                # Outputs never overwrite an input or a file this job did not write (exit 2, naming both).
+                check_outputs(spec, plan_file=plan_path)
+                try:
+                    report = run_job(spec, ruleset=ruleset, progress=progress, cancel=stop.is_set,
+                                     benchmark_cache=args.benchmark_cache)
+                except PlanError as error:
+                    raise in_plan(error, index) from None
                 entry.update(status="ok", seconds=round(time.perf_counter() - started, 3),
                              report=str(spec.report or Path(str(spec.output) + ".report.json")),
                              rules_version=report.rules_version, rules_hash=report.rules_hash,
@@ -324,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--contact-sheet", action="store_true",
                      help="also write a PNG of input vs output lower-face crops beside each output")
     run.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings from latentsync-bench")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace existing files at the output and report paths that this plan's earlier runs did "
+                          "not write (inputs are never overwritten)")
     common(run)
 
     watch = commands.add_parser(

@@ -12,6 +12,7 @@ from loguru import logger
 from ..atomic import atomic_write_json
 from ..errors import InvalidInputError
 from ..failures import lost_worker_record
+from ..output_safety import check_outputs
 from ..jobs import JobReport, JobSpec
 from .bundle import RulesBundle, pack_rules
 from .ray_support import TaskResources, connect, task_resources
@@ -167,6 +168,9 @@ def run_batch(
     """
     specs = list(specs)
     _check_unique_outputs(specs)
+    for spec in specs:
+        # Outputs never overwrite an input or a file the job did not write (exit 2 before any task starts).
+        check_outputs(spec)
     if rules is None:
         from ..paths import default_rules_dir
 

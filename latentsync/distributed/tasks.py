@@ -22,6 +22,7 @@ from loguru import logger
 from ..atomic import atomic_write_json
 from ..failures import CANCEL, PERMANENT, TRANSIENT, classify_error, error_record
 from ..jobs import JobReport, JobSpec
+from ..output_safety import check_outputs
 from .bundle import RulesBundle, unpack_rules
 
 # One unpacked + loaded rule set per worker process and bundle digest (workers are reused).
@@ -124,6 +125,7 @@ def run_clip(
     progress = _RemoteProgress(progress_actor, key)
     try:
         spec = spec_from_dict(spec_data)
+        check_outputs(spec)  # again on the worker: the files may have changed since the driver looked
         ruleset = _load_ruleset(rules, rules_loader)
         if executor is None:
             from ..runner import run_job as executor

@@ -1,6 +1,7 @@
 """The run plan: every setting resolved to a value, each with the rule (or user override) behind it."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -183,7 +184,8 @@ def resolve_flat(job: Any, flat_facts: dict[str, Any], ruleset: Any, *, notes: O
         plan = RunPlan(settings=settings, sources={key: sources[key] for key in settings}, fallbacks=fallbacks,
                        rules_version=policy.version, rules_hash=policy.hash,
                        facts={key: value for key, value in evaluation.facts.items()
-                              if isinstance(value, (str, int, float, bool))},
+                              if isinstance(value, (str, int, float, bool))
+                              and not (isinstance(value, float) and not math.isfinite(value))},
                        goal=evaluation.facts.get("goal_effective", job.goal if job.goal != "auto" else "balanced"),
                        notes=list(notes or []), fired_rules=[rule.id for rule in evaluation.fired])
     problems = iter_schema_problems(plan.to_dict(), "run_plan")

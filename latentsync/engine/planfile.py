@@ -12,7 +12,9 @@ from typing import Any
 from ..contracts import format_field, iter_schema_problems
 from ..jobs import JobSpec
 from ..weights import RANDOM_WEIGHTS  # names, not folders: never resolved against the plan's folder
+from ..output_safety import OutputConflict, check_output_paths, planned_outputs, protected_inputs, report_path
 from .errors import PlanError, Problem
+from .limits import PLAN_LIMITS
 from .yamlio import load_yaml
 
 PATH_FIELDS = ("video", "audio", "output", "report")
@@ -41,7 +43,7 @@ def load_plan_file(path: Path) -> list[JobSpec]:
     label = str(path)
     if not path.is_file():
         raise PlanError([Problem(label, "plan file not found" if not path.exists() else "not a file")])
-    document, problems = load_yaml(path, label)
+    document, problems = load_yaml(path, label, limits=PLAN_LIMITS)
     if document is None or problems:
         raise PlanError(problems)
     data = document.data
@@ -81,9 +83,30 @@ def load_plan_file(path: Path) -> list[JobSpec]:
                                     line=document.line_of(trail + ["output"]), field=format_field(trail + ["output"])))
         else:
             seen[output] = trail + ["output"]
-        if spec.video is not None and output == Path(spec.video):
-            problems.append(Problem(label, "output would overwrite the input video",
-                                    line=document.line_of(trail + ["output"]), field=format_field(trail + ["output"])))
+    if not problems:
+        problems += _output_problems(document, path, entries, specs)
     if problems:
         raise PlanError(problems)
     return specs
+
+
+def _output_problems(document: Any, path: Path, entries: list, specs: list[JobSpec]) -> list[Problem]:
+    """No output or report of any job may be the plan, an input of any job, or another job's output."""
+    problems: list[Problem] = []
+    label = document.label
+    for index, ((trail, fields), spec) in enumerate(zip(entries, specs)):
+        others: list[tuple[str, Path]] = []
+        for other_index, ((other_trail, _), other) in enumerate(zip(entries, specs)):
+            if other_index == index:
+                continue
+            where = format_field(other_trail)
+            others += [(f"the {what} of {where}", other_path) for what, other_path in planned_outputs(other)]
+            others += [(f"the {what} of {where}", other_path)
+                       for what, other_path in protected_inputs(other) if what in ("video", "audio")]
+        try:
+            check_output_paths(spec, plan_file=path, others=others)
+        except OutputConflict as error:
+            key = "report" if error.output == str(report_path(spec)) and "report" in fields else "output"
+            problems.append(Problem(label, error.message + (f" ({error.hint})" if error.hint else ""),
+                                    line=document.line_of(trail + [key]), field=format_field(trail + [key])))
+    return problems

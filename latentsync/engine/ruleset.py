@@ -7,8 +7,6 @@ checked by `latentsync-rules test`, not needed to run).
 from __future__ import annotations
 
 import hashlib
-import itertools
-import random
 import re
 import threading
 from contextlib import contextmanager
@@ -21,19 +19,17 @@ from loguru import logger
 from ..contracts import format_field, iter_schema_problems, load_schema
 from ..facts.model import DERIVED_FACTS
 from ..paths import default_rules_dir
-from .backends import ConditionTooComplex, DurableMatcher, OracleMatcher
+from .backends import ConditionTooComplex, DurableMatcher, OracleMatcher, TooLargeForDurable
 from .errors import Problem, RulesError
-from .language import ALWAYS, Condition, constants_of, facts_of, holds, parse_condition, representatives
+from .checks import derive_cycles, find_clashes, find_unsatisfiable
+from .language import ALWAYS, Condition, parse_condition
+from .limits import RULE_CHECK_BUDGET
 from .yamlio import YamlDocument, load_yaml
 
 SUPPORTED_SCHEMA_VERSION = 1
 PROFILES_FILE = "gpu_profiles.yaml"
 TESTS_FOLDER = "tests"
 STAGES = ("derive", "settings")
-# The clash check tries every combination of representative fact values up to this
-# many; beyond it, this many random combinations (a test, not a proof; rule files
-# never come close).
-CLASH_CHECK_LIMIT = 20000
 
 
 @dataclass(frozen=True)
@@ -67,9 +63,11 @@ class _Policy:
     gpu_profiles: dict[str, dict]
     profiles_file: Optional[Path]
     derived_values: dict[str, set[str]]
-    matcher: DurableMatcher
+    matcher: Any  # DurableMatcher, or OracleMatcher when durable-rules cannot take these rules
     oracle: OracleMatcher
     by_id: dict[str, Rule] = field(default_factory=dict)
+    engine: str = "durable-rules"  # which evaluator `backend="durable"` uses, as run plans say it
+    warnings: list[Problem] = field(default_factory=list)  # rules that can never fire, checks not completed
 
 
 def resolve_rules_folder(path: Optional[Path]) -> Path:
@@ -167,49 +165,6 @@ def _settings_names() -> list[str]:
     return list(load_schema("run_plan")["$defs"]["setting_values"]["properties"])
 
 
-def _clash_witness(first: Rule, second: Rule, derived_values: dict[str, set[str]]) -> Optional[dict]:
-    """A fact set for which both rules hold, or None when there is none."""
-    constants = constants_of(second.condition, constants_of(first.condition))
-    names = sorted(facts_of(first.condition) | facts_of(second.condition))
-    domains = [representatives(name, constants.get(name, ()), derived_values) for name in names]
-    total = 1
-    for domain in domains:
-        total *= len(domain)
-    if total <= CLASH_CHECK_LIMIT:
-        combinations = itertools.product(*domains)
-    else:
-        chooser = random.Random(0)
-        combinations = (tuple(chooser.choice(domain) for domain in domains) for _ in range(CLASH_CHECK_LIMIT))
-    for combination in combinations:
-        facts = dict(zip(names, combination))
-        if holds(first.condition, facts) and holds(second.condition, facts):
-            return {name: value for name, value in facts.items() if isinstance(value, (str, int, float, bool))}
-    return None
-
-
-def find_clashes(rules: list[Rule], derived_values: dict[str, set[str]]) -> list[Problem]:
-    """Rules of equal priority (and stage) that set one key to different values and can fire together."""
-    problems = []
-    groups: dict[tuple, list[Rule]] = {}
-    for rule in rules:
-        if rule.fallback is None:
-            groups.setdefault((rule.stage, rule.priority), []).append(rule)
-    for group in groups.values():
-        for first, second in itertools.combinations(group, 2):
-            keys = sorted(key for key in set(first.set) & set(second.set) if first.set[key] != second.set[key])
-            if not keys:
-                continue
-            witness = _clash_witness(first, second, derived_values)
-            if witness is not None:
-                for key in keys:
-                    problems.append(Problem(
-                        second.file, f"rules {first.id} ({first.where}) and {second.id} ({second.where}) have equal "
-                        f"priority {first.priority} and set {key} to {first.set[key]!r} and {second.set[key]!r}; both "
-                        f"fire for facts such as {witness}. Give one a higher priority or make their conditions exclusive",
-                        line=second.line, rule=second.id, field=f"set.{key}"))
-    return problems
-
-
 def read_policy(path: Optional[Path] = None) -> _Policy:
     """Read and check a rules folder; raises RulesError listing every problem found."""
     folder = resolve_rules_folder(path)
@@ -268,19 +223,31 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
         problems.append(Problem(str(folder), "no unconditional rule (`when: {}`) sets " + ", ".join(missing) +
                                 "; every setting needs a default", field="set"))
     if not problems:
-        problems += find_clashes(rules, derived_values)
+        problems += derive_cycles(rules)
+    warnings: list[Problem] = []
+    if not problems:
+        budget = [RULE_CHECK_BUDGET]  # fact combinations both checks may try, shared
+        problems += find_clashes(rules, derived_values, budget=budget, warnings=warnings)
+        warnings += find_unsatisfiable(rules, derived_values, budget=budget)
     if problems:
         raise RulesError(problems, hint="fix the rule files; the previous rules (if any) stay in force")
 
     stages = {stage: [(rule.id, rule.condition) for rule in rules if rule.stage == stage] for stage in STAGES}
+    engine = "durable-rules"
     try:
         matcher = DurableMatcher(stages)
+        engine = f"durable-rules ({matcher.ruleset_count} rulesets)"
     except ImportError as error:
         # durable-rules builds from source and fails on some Pythons (3.13): the rules
         # still resolve with the built-in evaluator, which the property test holds equal.
         logger.warning("durable-rules is not importable ({}); evaluating the rules with the built-in evaluator",
                        error)
         matcher = OracleMatcher(stages)
+        engine = "built-in evaluator (durable-rules is not importable)"
+    except TooLargeForDurable as error:
+        logger.warning("rules {}: {}; evaluating them with the built-in evaluator", folder, error.reason)
+        matcher = OracleMatcher(stages)
+        engine = f"built-in evaluator ({error.reason})"
     except ConditionTooComplex as error:
         by_id = {rule.id: rule for rule in rules}
         raise RulesError([Problem(by_id[name].file, "condition too complex for the durable-rules engine "
@@ -291,8 +258,10 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
     policy = _Policy(path=folder, version=folder.name, hash=digest.hexdigest(),
                      files=rule_paths + ([profiles_file] if profiles_file else []), rules=rules,
                      gpu_profiles=profiles, profiles_file=profiles_file, derived_values=derived_values,
-                     matcher=matcher, oracle=OracleMatcher(stages))
+                     matcher=matcher, oracle=OracleMatcher(stages), engine=engine, warnings=warnings)
     policy.by_id = {rule.id: rule for rule in rules}
+    for warning in warnings:
+        logger.warning("rules {}: {}", folder, warning)
     return policy
 
 
@@ -352,6 +321,16 @@ class RuleSet:
     @property
     def tests_dir(self) -> Path:
         return self.snapshot().path / TESTS_FOLDER
+
+    @property
+    def engine(self) -> str:
+        """Which evaluator runs the rules: durable-rules (with its ruleset count) or the built-in one, and why."""
+        return self.snapshot().engine
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Rules that can never fire, and checks that could not cover every case."""
+        return list(self.snapshot().warnings)
 
     def rule(self, rule_id: str) -> Rule:
         return self.snapshot().by_id[rule_id]

@@ -34,8 +34,10 @@ def test_reload_replaces_rules_in_place_without_leaking(rules_copy):
         assert ruleset.reload() is ruleset
         assert resolve_plan(job(goal="quality"), facts, ruleset).settings["steps"] == steps
         assert live_ruleset_count() == live  # the old compiled rulesets are gone
+    compiled = ruleset.snapshot().matcher.ruleset_count  # derive + settings, in parts of DURABLE_CHUNK_NODES tests
+    assert compiled >= 2
     ruleset.close()
-    assert live_ruleset_count() == live - 2  # derive + settings
+    assert live_ruleset_count() == live - compiled
 
 
 def test_dropped_rulesets_are_freed(rules_copy):
