@@ -60,6 +60,7 @@ def _folder(value: Optional[str]) -> Optional[Path]:
 
 def _validate(args: argparse.Namespace) -> int:
     from ..engine import load_ruleset
+    from ..engine.evaluate import engine_name
     from ..engine.policy_tests import read_cases
 
     ruleset = load_ruleset(_folder(args.dir))
@@ -68,6 +69,8 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"ok: {ruleset.path} version {ruleset.version}, {len(ruleset.rules)} rules, "
           f"{len(ruleset.gpu_profiles)} GPU profiles, {len(cases)} policy test cases, hash {ruleset.hash[:12]}")
+    with ruleset.using() as policy:
+        print(f"rules evaluated by: {engine_name(policy)}")
     return 0
 
 
@@ -103,6 +106,8 @@ def _explain(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"{'' if index == 0 else chr(10)}job {index}: {job.name or Path(job.video).name}")
         print(plan.explain_table())
+    engines = sorted({str(plan.facts.get("rules_engine", "?")) for _, plan in results})
+    print(f"\nrules evaluated by: {', '.join(engines)}")
     return 0
 
 

@@ -3,6 +3,10 @@
 Order is the contract: fired rules apply by priority (higher wins), then file order
 (later wins). Two fired rules of equal priority that set one key to different values
 are an error, not a coin toss.
+
+The evaluation also says which evaluator matched the rules: the fact `rules_engine`
+(added after matching, so no rule can depend on it) reaches the run plan's facts,
+the job report and `latentsync-rules explain`.
 """
 from __future__ import annotations
 
@@ -43,6 +47,21 @@ def merge(rules: list[Any], facts: dict[str, Any]) -> tuple[dict[str, Any], dict
     return values, sources
 
 
+RULES_ENGINE_FACT = "rules_engine"
+BUILT_IN = "built-in evaluator"
+
+
+def engine_name(policy: Any, backend: str = "durable") -> str:
+    """Which evaluator `backend` runs for `policy`: durable-rules, or the built-in evaluator
+    (durable-rules is an optional extra: it needs a C compiler to install)."""
+    if backend != "durable":
+        return BUILT_IN
+    named = getattr(policy, "engine", None)  # the rules loader's own account, with the reason for a fallback
+    if isinstance(named, str) and named:
+        return named
+    return "durable-rules" if type(policy.matcher).__name__ == "DurableMatcher" else BUILT_IN
+
+
 def evaluate_policy(policy: Any, base_facts: dict[str, Any], *, backend: str = "durable") -> Evaluation:
     """Run both stages of `policy` (a RuleSet snapshot) on flat facts. backend: "durable" | "oracle"."""
     matcher = policy.matcher if backend == "durable" else policy.oracle
@@ -70,6 +89,7 @@ def evaluate_policy(policy: Any, base_facts: dict[str, Any], *, backend: str = "
                     key=lambda rule: (rule.fallback, rule.priority, rule.order))
     settings, sources = merge([rule for rule in fired if rule.fallback is None], facts)
     applied = sorted(derived_sources.values(), key=_sort_key)
+    facts = {**facts, RULES_ENGINE_FACT: engine_name(policy, backend)}
     return Evaluation(facts=facts, settings=settings, sources=sources, derived_sources=derived_sources,
                       fallback_rules=ladder, fired=_unique(applied + fired))
 
