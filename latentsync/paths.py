@@ -1,7 +1,8 @@
 """Where the package finds its data: rules, schemas, examples.
 
-An installed wheel carries `rules/` and `schemas/` inside the package; a source
-checkout (or a ComfyUI clone) has them at the repository root. Both work.
+An installed wheel carries `rules/`, `schemas/` and the quickstart example
+(`examples/`: its plans and assets) inside the package; a source checkout (or a
+ComfyUI clone) has them at the repository root. Both work.
 """
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def schemas_dir() -> Path:
 
 
 def examples_dir() -> Path:
-    return REPO_ROOT / "examples"
+    """The bundled examples: the checkout's `examples/`, or, in an installed wheel, the
+    quickstart plans and assets it carries (`latentsync-run example` copies them out)."""
+    return _first_existing(PACKAGE_DIR / "examples", REPO_ROOT / "examples")
 
 
 def reference_dir() -> Path | None:
