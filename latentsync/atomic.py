@@ -10,7 +10,8 @@ target as it was.
 Permissions are `mode & ~umask` (0o666 by default), as `open()` would give:
 `mkstemp` makes 0600, but outputs and reports are meant to be shared.
 
-Temp files are named `.NAME.<random>.partial[SUFFIX]`; `is_partial_name` tells them
+Temp files are named `.NAME.<random>.partial[SUFFIX]` (NAME cut to 120 bytes, so a target
+with a name near the file system's limit still gets one); `is_partial_name` tells them
 (and the older `NAME.partial.<pid>` ones) apart from finished files.
 """
 from __future__ import annotations
@@ -71,9 +72,16 @@ def replace_durably(temp: PathLike, path: PathLike) -> None:
     fsync_folder(Path(path).parent)
 
 
+# The target's name in a temp name is cut to this many bytes: a target whose name is near the
+# file system's limit (255 bytes) must still get a temp file beside it.
+_TEMP_NAME_BYTES = 120
+
+
 def _temp_beside(path: Path, suffix: str) -> tuple[int, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX + suffix, dir=path.parent)
+    label = os.fsencode(path.name)[:_TEMP_NAME_BYTES]
+    handle, name = tempfile.mkstemp(prefix=f".{os.fsdecode(label)}.", suffix=PARTIAL_SUFFIX + suffix[-32:],
+                                    dir=path.parent)
     return handle, Path(name)
 
 

@@ -258,6 +258,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         state_dir=Path(args.state) if args.state else None,
         benchmark_cache=args.benchmark_cache,
         log_level="DEBUG" if args.verbose else "INFO",
+        job_timeout=args.job_timeout,
+        stop_grace=args.stop_grace,
     )
     executor = _load_callable(args.executor) if args.executor else None
     rules_loader = _load_callable(args.rules_loader) if args.rules_loader else None
@@ -407,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--state", metavar="DIR", help="journal folder (default INBOX/.latentsync; use a local disk "
                                                      "when INBOX is on a network drive)")
     watch.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings from latentsync-bench")
+    watch.add_argument("--job-timeout", type=float, default=None, metavar="S",
+                       help="cancel a job that runs longer than S seconds; it counts as a failed attempt "
+                            "(default: no limit)")
+    watch.add_argument("--stop-grace", type=float, default=10.0, metavar="S",
+                       help="on Ctrl-C / SIGTERM, how long the running job has to stop before the watcher exits "
+                            "anyway (the next start counts that attempt; default 10)")
     watch.add_argument("--executor", metavar="MODULE:CALLABLE",
                        help="advanced: call this instead of latentsync.runner.run_job (same signature); "
                             "MODULE:FACTORY() calls a factory once")

@@ -129,3 +129,34 @@ def run_policy_tests(ruleset: Any, tests_dir: Optional[Path] = None) -> list[Cas
     """Run every case in `tests_dir` (default: the rules folder's tests/). RulesError if a file is invalid."""
     folder = Path(tests_dir) if tests_dir is not None else ruleset.tests_dir
     return [run_case(case, ruleset) for case in read_cases(folder, ruleset)]
+
+
+# Clip lengths every GPU profile is resolved for when a rule set is proven (seconds).
+PROOF_DURATIONS = (3.0, 600.0)
+
+
+def prove_rules(ruleset: Any) -> None:
+    """Before a rule set is used (start-up, hot reload): every GPU profile resolves a plan for short,
+    medium and long clips and for each goal, and every policy test in the folder's tests/ passes.
+    Raises RulesError listing what failed (a rule set that validates but cannot resolve is refused)."""
+    problems: list[Problem] = []
+    label = str(ruleset.path)
+    for name, profile in sorted(ruleset.gpu_profiles.items()):
+        gpu = gpu_facts_from_profile(name, profile)
+        for duration in PROOF_DURATIONS:
+            for goal in ("auto", "preview", "quality"):
+                facts = Facts(gpu=gpu, clip=assumed_clip(duration), benchmark=BenchmarkFacts(available=False))
+                job = JobSpec(video=Path("proof.mp4"), output=Path("proof.out.mp4"), goal=goal, weights="checkpoint")
+                try:
+                    resolve_flat(job, facts.flat(), ruleset)
+                except LatentSyncError as error:
+                    problems.append(Problem(label, f"cannot resolve a plan for GPU profile {name}, a {duration:g} s "
+                                            f"clip, goal {goal}: {error.message.splitlines()[0]}"))
+                    break
+    if ruleset.tests_dir.is_dir():
+        for result in run_policy_tests(ruleset):
+            for failure in result.failures:
+                problems.append(Problem(result.file, f"policy test {result.name!r} fails: {failure}", line=result.line))
+    if problems:
+        raise RulesError(problems, hint="the rules validate but do not do what their tests (or every GPU profile) "
+                                        "need; fix them (latentsync-rules test)")

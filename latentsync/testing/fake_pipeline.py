@@ -196,6 +196,36 @@ def fake_load_ruleset(path: Optional[Path] = None) -> FakeRuleSet:
     return FakeRuleSet(version=version or "?", hash=digest.hexdigest(), path=str(folder))
 
 
+@dataclass
+class HangingPipeline:
+    """FakePipeline, except that clips whose video stem starts with `prefix` hang: with
+    `ignore_cancel` they never return (as a decoder stuck on a hostile file would), else they
+    wait until `cancel()` says stop and raise JobCancelled."""
+
+    prefix: str = "hang"
+    ignore_cancel: bool = True
+    pipeline: FakePipeline = field(default_factory=FakePipeline)
+    calls: list[str] = field(default_factory=list)
+
+    def __call__(self, spec: JobSpec, **kwargs: Any) -> JobReport:
+        from ..runner import JobCancelled
+
+        video = Path(spec.video)
+        self.calls.append(video.name)
+        if not video.stem.startswith(self.prefix):
+            return self.pipeline(spec, **kwargs)
+        cancel = kwargs.get("cancel")
+        while True:
+            time.sleep(0.02)
+            if not self.ignore_cancel and cancel is not None and cancel():
+                raise JobCancelled("cancelled while hanging", path=str(video))
+
+
+def hanging_fake_pipeline() -> HangingPipeline:
+    """For subprocess tests: clips named hang* never return, whatever they are asked."""
+    return HangingPipeline()
+
+
 def slow_fake_pipeline() -> FakePipeline:
     """For subprocess tests: chunk length from LATENTSYNC_FAKE_CHUNK_SECONDS (default 0)."""
     return FakePipeline(chunks=int(os.environ.get("LATENTSYNC_FAKE_CHUNKS", "4")),

@@ -9,19 +9,20 @@ A job is one of:
 
 Security: a drop folder is often shared, so a dropped plan may name only files
 that lie directly in INBOX and may write only into OUTBOX. Absolute paths, `..`,
-sub-folders, hidden files and symbolic links are rejected; YAML is read with
-`yaml.safe_load` (no object construction).
+sub-folders, hidden files and symbolic links are rejected; YAML is read with the
+engine's bounded loader (`latentsync.engine.yamlio`: safe constructor, limits on
+size, nesting and alias expansion from `latentsync.engine.limits`).
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import yaml
-
+from ..engine.limits import MAX_OUTPUT_NAME_BYTES, PLAN_LIMITS
 from ..errors import InvalidInputError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -37,7 +38,7 @@ INPUT_FIELDS = ("video", "audio")
 # Keyword values `weights:` may take in a dropped plan (a folder is the watcher's choice).
 WEIGHT_KEYWORDS = ("random", "random-small")
 
-MAX_PLAN_BYTES = 1 << 20
+MAX_PLAN_BYTES = PLAN_LIMITS.max_bytes
 
 
 class DropFolderError(InvalidInputError):
@@ -108,6 +109,12 @@ def check_output_name(value: Any, *, plan_name: str) -> str:
     if not value.lower().endswith(VIDEO_EXTENSIONS):
         raise DropFolderError(f"field 'output' must end in a video extension ({', '.join(VIDEO_EXTENSIONS)}), got {value!r}",
                               path=plan_name, hint="e.g. output: clip_synced.mp4")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_OUTPUT_NAME_BYTES:
+        raise DropFolderError(f"field 'output' is longer than {MAX_OUTPUT_NAME_BYTES} bytes", path=plan_name,
+                              hint="give a shorter file name (the report adds .report.json to it)")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise DropFolderError("field 'output' holds control characters", path=plan_name,
+                              hint="give a plain file name, e.g. output: clip_synced.mp4")
     return value
 
 
@@ -148,34 +155,47 @@ def _job_mapping(data: Any, plan_name: str) -> dict[str, Any]:
     return job
 
 
-def parse_drop_plan(path: Path) -> DropPlan:
-    """Read a plan dropped into INBOX and apply the drop-folder rules (no object construction)."""
+def read_plan_bytes(path: Path) -> bytes:
+    """The bytes of a dropped plan: a plain, singly linked, non-empty file within the plan size limit."""
     name = path.name
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
         raise describe_link(path, path.parent)
+    if not stat.S_ISREG(info.st_mode):
+        raise DropFolderError("the plan is not a regular file", path=name, hint="drop the plan file itself")
     if info.st_nlink > 1:
         raise DropFolderError("the plan is a hard link to a file that also lives elsewhere; links are not accepted",
                               path=name, hint="copy the plan into INBOX instead of linking it")
     if info.st_size == 0:
         raise DropFolderError("the plan is empty (0 bytes)", path=name, hint="write the job into the plan, e.g. video: clip.mp4")
     if info.st_size > MAX_PLAN_BYTES:
-        raise DropFolderError(f"the plan is {info.st_size} bytes; a plan is a small YAML file", path=name,
-                              hint="check that you dropped the right file")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        raise DropFolderError(f"the plan is {info.st_size:,} bytes; the limit is {MAX_PLAN_BYTES:,} (a plan is a small "
+                              "YAML file)", path=name, hint="check that you dropped the right file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(MAX_PLAN_BYTES + 1)
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise DropFolderError(f"the plan is not UTF-8 text ({error.reason} at byte {error.start})", path=name,
-                              hint="save the plan as UTF-8 YAML") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise DropFolderError(f"invalid YAML{where}: {problem}", path=name,
-                              hint="check the indentation and quoting; `python -c 'import yaml,sys; yaml.safe_load(open(sys.argv[1]))' FILE` shows the error") from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise DropFolderError(f"the plan grew beyond {MAX_PLAN_BYTES:,} bytes while it was read", path=name,
+                              hint="check that you dropped the right file")
+    return raw
+
+
+def parse_drop_plan(path: Path) -> DropPlan:
+    """Read a plan dropped into INBOX and apply the drop-folder rules (bounded, no object construction)."""
+    from ..engine.yamlio import parse_yaml_text  # the engine's bounded loader: one set of limits everywhere
+
+    name = path.name
+    raw = read_plan_bytes(path)
+    document, problems = parse_yaml_text(raw, name, PLAN_LIMITS, path)
+    if document is None or problems:
+        first = problems[0] if problems else None
+        where = f" at line {first.line}" if first is not None and first.line else ""
+        message = first.message if first is not None else "cannot be read"
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        hint = ("see docs/limits.md for the limits on plans" if "limit" in message or "nest" in message
+                or "YAML nodes" in message else "check the indentation and quoting, and save the plan as UTF-8 YAML")
+        raise DropFolderError(f"the plan{where}: {message}{more}", path=name, hint=hint)
+    data = document.data
     job = _job_mapping(data, name)
     if "video" not in job:
         raise DropFolderError("field 'video' is missing", path=name, hint="name the clip beside the plan, e.g. video: clip.mp4")
@@ -208,13 +228,19 @@ def describe_link(path: Path, inbox: Path) -> DropFolderError:
     """The error for a symbolic link found in INBOX (saying where it leads)."""
     try:
         target = os.readlink(path)
-    except OSError:
+    except (OSError, ValueError):
         target = "?"
-    resolved = (path.parent / target).resolve(strict=False) if target != "?" else None
-    inbox_resolved = inbox.resolve()
-    outside = resolved is None or not (resolved == inbox_resolved or inbox_resolved in resolved.parents)
-    where = "outside INBOX" if outside else "inside INBOX"
-    return DropFolderError(f"is a symbolic link leading {where} ({target}); links are not accepted in a drop folder",
+    try:
+        resolved = Path(os.path.realpath(path.parent / target)) if target != "?" else None
+        inbox_resolved = Path(os.path.realpath(inbox))
+        outside = resolved is None or not (resolved == inbox_resolved or inbox_resolved in resolved.parents)
+        where = "outside INBOX" if outside else "inside INBOX"
+        if resolved is not None and os.path.islink(resolved):
+            where = "in a loop"  # realpath stops where the links turn in circles
+    except (OSError, ValueError, RuntimeError):
+        where = "nowhere it can follow"
+    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return DropFolderError(f"is a symbolic link leading {where} ({shown}); links are not accepted in a drop folder",
                            path=path.name, hint="copy the file itself into INBOX instead of linking to it")
 
 
@@ -235,3 +261,49 @@ def check_claimed_file(path: Path, inbox: Path) -> None:
     if info.st_size == 0:
         raise DropFolderError("is empty (0 bytes)", path=path.name,
                               hint="the copy may have failed; drop the complete file again")
+
+
+_NAMED = re.compile(r"^\s*-?\s*(?:video|audio)\s*:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def names_in_broken_plan(raw: bytes) -> list[str]:
+    """Best effort, for a plan that cannot be parsed: the bare names its `video:` and `audio:`
+    lines seem to give, so its media go to failed/ with it instead of running without it."""
+    text = raw[:MAX_PLAN_BYTES].decode("utf-8", "replace")
+    names = []
+    for match in _NAMED.finditer(text):
+        value = match.group(1).split(" #")[0].strip().strip("'\"").strip()
+        if value and "/" not in value and "\\" not in value and not value.startswith(".") and value not in names:
+            names.append(value)
+    return names[:16]
+
+
+def file_problem(path: Path, inbox: Path) -> Optional[DropFolderError]:
+    """Why a top-level entry of INBOX cannot be a job's file (link, FIFO, device, socket, folder,
+    hard link), or None for a plain file. Never raises."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        return DropFolderError(f"cannot be examined ({getattr(error, 'strerror', None) or error})", path=path.name,
+                               hint="check the file's name and permissions")
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            return describe_link(path, inbox)
+        except Exception:  # noqa: BLE001 — never raises: a link is refused, whatever it leads to
+            return DropFolderError("is a symbolic link; links are not accepted in a drop folder", path=path.name,
+                                   hint="copy the file itself into INBOX instead of linking to it")
+    if stat.S_ISDIR(info.st_mode):
+        return DropFolderError("is a folder; a drop folder takes files", path=path.name,
+                               hint="drop the clip (and its audio or plan) itself, not a folder")
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a device file"
+                if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket"
+                if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        return DropFolderError(f"is {kind}, not a regular file", path=path.name,
+                               hint="drop a video, an audio file or a .plan.yaml")
+    if info.st_nlink > 1:
+        return DropFolderError("is a hard link to a file that also lives elsewhere; links are not accepted in a drop folder",
+                               path=path.name, hint="copy the file into INBOX instead of linking it")
+    return None

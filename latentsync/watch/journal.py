@@ -11,12 +11,25 @@ States:
     queued    -> waiting to run (first time, after a transient failure, or re-queued on stop)
     running   -> the pipeline has it (a row found here at start-up was interrupted)
     finishing -> outputs are complete in staging; planned moves into OUTBOX and done/
-    failing   -> planned moves into failed/ plus an error file
+                 (retried with backoff while OUTBOX or done/ cannot be written)
+    failing   -> planned moves into failed/ plus an error file (retried the same way)
     done, failed -> terminal
+    abandoned -> terminal: a file of the job vanished while it was being claimed (another
+                 watcher, or the user, took it); the files already moved went back to INBOX
+
+File names are stored byte-exactly: a name that is not valid UTF-8 (Python holds its
+bytes as lone surrogates) is stored as a BLOB of its bytes; inside the JSON columns
+such characters are escaped (`\\udcXX`) and decode back to the same bytes.
+
+`inspections` records a dropped file the watcher is reading before any job exists
+for it (a plan being parsed): a watcher killed while reading it finds the row at
+start-up and counts an attempt, so a file that crashes the process cannot do so for
+ever.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -24,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 ACTIVE_STATES = ("claiming", "queued", "running", "finishing", "failing")
-TERMINAL_STATES = ("done", "failed")
+TERMINAL_STATES = ("done", "failed", "abandoned")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,7 +70,27 @@ CREATE TABLE IF NOT EXISTS events (
     state   TEXT NOT NULL,
     detail  TEXT
 );
+CREATE TABLE IF NOT EXISTS inspections (
+    name        BLOB PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    interrupted INTEGER NOT NULL DEFAULT 0
+);
 """
+
+
+def _text(value: Optional[str]) -> Any:
+    """A name for a TEXT column: itself when it is valid UTF-8, else its exact bytes (a BLOB)."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(value)
+    return value
+
+
+def _untext(value: Any) -> Any:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -110,15 +143,15 @@ class Journal:
     def _row(self, record: sqlite3.Row) -> JobRow:
         return JobRow(
             id=record["id"],
-            name=record["name"],
+            name=_untext(record["name"]),
             kind=record["kind"],
             state=record["state"],
             files=_loads(record["files"], []),
-            claim_dir=record["claim_dir"],
+            claim_dir=_untext(record["claim_dir"]),
             attempts=record["attempts"],
             max_attempts=record["max_attempts"],
             next_attempt_at=record["next_attempt_at"],
-            output=record["output"],
+            output=_untext(record["output"]),
             moves=_loads(record["moves"], []),
             report=_loads(record["report"], None),
             error=_loads(record["error"], None),
@@ -163,7 +196,45 @@ class Journal:
             cursor = self._db.execute("SELECT job_id, state, detail FROM events ORDER BY id")
         else:
             cursor = self._db.execute("SELECT job_id, state, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
-        return [tuple(record) for record in cursor.fetchall()]
+        return [(record[0], record[1], _untext(record[2])) for record in cursor.fetchall()]
+
+    def next_retry(self) -> Optional[float]:
+        """When the earliest finishing / failing row waiting for a folder is due (None: none waits)."""
+        record = self._db.execute("SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('finishing', 'failing') "
+                                  "AND next_attempt_at > 0").fetchone()
+        return record[0]
+
+    def pending_retries(self, now: float) -> list[JobRow]:
+        """Rows whose planned moves (into OUTBOX, done/ or failed/) are due to be tried again."""
+        cursor = self._db.execute("SELECT * FROM jobs WHERE state IN ('finishing', 'failing') AND next_attempt_at <= ? "
+                                  "ORDER BY next_attempt_at, id", (now,))
+        return [self._row(record) for record in cursor.fetchall()]
+
+    # -- inspections: dropped files being read before a job exists for them --
+
+    def begin_inspection(self, name: str) -> None:
+        self._db.execute("INSERT INTO inspections (name, started_at) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET started_at = excluded.started_at",
+                         (os.fsencode(name), time.time()))
+
+    def end_inspection(self, name: str) -> None:
+        self._db.execute("DELETE FROM inspections WHERE name = ?", (os.fsencode(name),))
+
+    def interrupted_inspections(self) -> dict[str, int]:
+        """At start-up: every inspection left open counts one more interruption; name -> count."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("UPDATE inspections SET interrupted = interrupted + 1")
+            rows = self._db.execute("SELECT name, interrupted FROM inspections").fetchall()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return {os.fsdecode(bytes(name)): count for name, count in rows}
+
+    def inspection_count(self, name: str) -> int:
+        row = self._db.execute("SELECT interrupted FROM inspections WHERE name = ?", (os.fsencode(name),)).fetchone()
+        return int(row[0]) if row else 0
 
     # -- writing -----------------------------------------------------------
 
@@ -174,6 +245,8 @@ class Journal:
         for column, value in columns.items():
             if column in ("files", "moves", "report", "error", "errors") and value is not None:
                 value = json.dumps(value, sort_keys=True)
+            elif column in ("output", "claim_dir", "name"):
+                value = _text(value)
             assignments.append(f"{column} = ?")
             values.append(value)
         values.append(job_id)
@@ -181,7 +254,7 @@ class Journal:
         try:
             self._db.execute(f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ?", values)
             self._db.execute(
-                "INSERT INTO events (job_id, at, state, detail) VALUES (?, ?, ?, ?)", (job_id, now, state, detail)
+                "INSERT INTO events (job_id, at, state, detail) VALUES (?, ?, ?, ?)", (job_id, now, state, _text(detail))
             )
             self._db.execute("COMMIT")
         except BaseException:
@@ -196,11 +269,12 @@ class Journal:
             cursor = self._db.execute(
                 "INSERT INTO jobs (name, kind, state, files, max_attempts, output, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, kind, state, json.dumps(files), max_attempts, output, now, now),
+                (_text(name), kind, state, json.dumps(files), max_attempts, _text(output), now, now),
             )
             job_id = int(cursor.lastrowid)
             self._db.execute(
-                "INSERT INTO events (job_id, at, state, detail) VALUES (?, ?, ?, ?)", (job_id, now, state, ", ".join(files))
+                "INSERT INTO events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                (job_id, now, state, _text(", ".join(files))),
             )
             self._db.execute("COMMIT")
         except BaseException:
@@ -239,3 +313,10 @@ class Journal:
 
     def record_error(self, job_id: int, state: str, error: dict[str, Any], errors: list[dict[str, Any]], **columns: Any) -> None:
         self._transition(job_id, state, error.get("message"), error=error, errors=errors, **columns)
+
+    def retry_later(self, job_id: int, state: str, *, next_attempt_at: float, detail: Optional[str] = None) -> None:
+        """Keep `state` (finishing / failing / queued) and try again at `next_attempt_at` (no attempt counted)."""
+        self._transition(job_id, state, detail, next_attempt_at=next_attempt_at)
+
+    def abandoned(self, job_id: int, detail: str) -> None:
+        self._transition(job_id, "abandoned", detail, finished_at=time.time())

@@ -19,9 +19,18 @@ RulesLoader = Callable[[Optional[Path]], Any]
 
 
 def default_rules_loader(path: Optional[Path]) -> Any:
+    """Load, validate and prove a rules folder: it must resolve a plan for every GPU profile and pass
+    its own policy tests (`tests/*.yaml`) before a watcher uses it (RulesError otherwise)."""
     from ..engine import load_ruleset  # lazily: the engine pulls in durable_rules
+    from ..engine.policy_tests import prove_rules
 
-    return load_ruleset(path)
+    ruleset = load_ruleset(path)
+    try:
+        prove_rules(ruleset)
+    except BaseException:
+        _close(ruleset)
+        raise
+    return ruleset
 
 
 def rules_fingerprint(path: Optional[Path]) -> tuple:
@@ -109,7 +118,7 @@ class RulesReloader:
         self._fingerprint = rules_fingerprint(self.path)
         try:
             candidate = self.loader(self.path)
-        except Exception as error:  # noqa: BLE001 — any failure keeps the last good rules
+        except Exception as error:  # noqa: BLE001 — any failure (invalid, unprovable) keeps the last good rules
             self.last_error = error
             self.rejected += 1
             logger.error(

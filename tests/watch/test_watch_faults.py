@@ -365,7 +365,10 @@ def test_sigterm_during_a_job_requeues_it_and_restores_the_handlers(drop):
     pipeline = FakePipeline()
 
     def terminated_mid_job(spec, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # as `kill PID` would, while the job runs (main thread)
+        # As `kill PID` would, while the job runs (the pipeline's worker thread; the main thread
+        # takes the signal and asks the job to stop at its next chunk).
+        signal.raise_signal(signal.SIGTERM)
+        wait_until(kwargs["cancel"], timeout=5)
         return pipeline(spec, **kwargs)
 
     def unhandled(_signum, _frame):
