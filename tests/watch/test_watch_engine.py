@@ -62,3 +62,34 @@ def test_dropped_plan_rejected_by_the_engine_names_file_line_and_field(tmp_path)
     error = json.loads((inbox / "failed" / "greedy.error.json").read_text())
     assert "greedy.plan.yaml:4" in error["why"] and "overrides.steps" in error["why"]
     assert "processing" not in error["why"] and pipeline.calls == []
+
+
+def test_hot_reload_swaps_in_only_rules_that_are_proven(tmp_path):
+    """Rules that validate but cannot resolve (a derive cycle) or break their own policy tests are
+    kept out; clips keep running with the last good rules and none is blamed for the rules."""
+    from latentsync.watch.rules_reload import default_rules_loader
+
+    inbox, outbox, rules = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "rules" / "v1"
+    inbox.mkdir()
+    shutil.copytree(default_rules_dir(), rules)
+    with RunningWatcher(make_config(inbox, outbox, rules), rules_loader=default_rules_loader) as running:
+        make_fake_video(inbox / "first.mp4", seed=1)
+        wait_until(settled(inbox, outbox, 1), timeout=30)
+        (rules / "15_cycle.yaml").write_text(
+            "schema_version: 1\nstage: derive\nrules:\n"
+            "  - {id: c.a, description: x, priority: 50, when: {clip_class: short}, set: {gpu_tier: 8gb}}\n"
+            "  - {id: c.b, description: x, priority: 50, when: {gpu_tier: 8gb}, set: {clip_class: long}}\n")
+        wait_until(lambda: running.watcher.rules.rejected == 1, timeout=30)
+        assert "derive rules form a cycle" in str(running.watcher.rules.last_error)
+        (rules / "15_cycle.yaml").unlink()
+        (rules / "tests" / "zz_wrong.yaml").write_text(
+            "schema_version: 1\ncases:\n  - name: wrong on purpose\n    gpu: rtx4090-24gb\n    duration: 3\n"
+            "    expect:\n      settings: {steps: 99}\n")
+        wait_until(lambda: running.watcher.rules.rejected == 2, timeout=30)
+        assert "policy test 'wrong on purpose' fails" in str(running.watcher.rules.last_error)
+        make_fake_video(inbox / "second.mp4", seed=2)
+        wait_until(settled(inbox, outbox, 2), timeout=30)
+        assert running.watcher.rules.reloads == 0
+    first, second = report_of(outbox, "first"), report_of(outbox, "second")
+    assert first["rules_hash"] == second["rules_hash"]
+    assert not (inbox / "failed").exists() or not any((inbox / "failed").iterdir())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import socket
@@ -27,19 +26,17 @@ from latentsync.testing.fake_pipeline import (
 )
 from latentsync.watch import Journal, Watcher, WatchFolderBusy
 from latentsync.watch import watcher as watcher_module
-from watch_helpers import RunningWatcher, assert_invariants, digests, make_config, outputs, settled, wait_until
-
-# "Billion laughs" in about 600 bytes (nine levels of nine aliases).
-ALIAS_BOMB = "\n".join(
-    ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
-    + ["video: bomb.mp4", "audio: bomb_fr.wav", "output: bomb_out.mp4", "name: *a8"]) + "\n"
-
-
-def error_files(inbox: Path) -> dict[str, dict]:
-    folder = inbox / "failed"
-    return {p.name: json.loads(p.read_text()) for p in folder.glob("*.error.json")} if folder.is_dir() else {}
-
+from watch_helpers import (
+    ALIAS_BOMB,
+    RunningWatcher,
+    assert_invariants,
+    digests,
+    error_files,
+    make_config,
+    outputs,
+    settled,
+    wait_until,
+)
 
 def journal_of(inbox: Path) -> Journal:
     return Journal(inbox / ".latentsync" / "journal.sqlite3")

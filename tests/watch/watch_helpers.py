@@ -14,6 +14,12 @@ from latentsync.atomic import is_partial_name
 from latentsync.testing.fake_pipeline import FakePipeline, expected_fake_output, fake_load_ruleset, sha256_file
 from latentsync.watch import WatchConfig, Watcher
 
+# "Billion laughs" in about 600 bytes (nine levels of nine aliases): a plan naming bomb.mp4 and bomb_fr.wav.
+ALIAS_BOMB = "\n".join(
+    ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    + ["video: bomb.mp4", "audio: bomb_fr.wav", "output: bomb_out.mp4", "name: *a8"]) + "\n"
+
 FAST = dict(pair_wait=0.15, settle=0.1, tick=0.02, retry_delay=0.0, rules_debounce=0.1,
             rules_check_interval=0.2, rescan_interval=0.5, input_wait=2.0)
 
@@ -110,3 +116,9 @@ def assert_invariants(inbox: Path, outbox: Path, originals: dict[str, str]) -> N
 
 def digests(*paths: Path) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
+
+
+def error_files(inbox: Path) -> dict[str, dict]:
+    """failed/*.error.json by name, parsed."""
+    folder = inbox / "failed"
+    return {p.name: json.loads(p.read_text()) for p in folder.glob("*.error.json")} if folder.is_dir() else {}
