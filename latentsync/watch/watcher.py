@@ -999,6 +999,9 @@ class Watcher:
             logger.error("{}: {}; it is left for the next start, which counts this attempt", label, stuck)
             return
         except Exception as error:  # noqa: BLE001 — every failure is journaled, none escapes
+            with_file = getattr(error, "with_file", None)
+            if row.kind == "plan" and callable(with_file):  # a plan error found while resolving names the plan
+                error = with_file(row.files[0])
             verdict = classify_error(error)
             if verdict == CANCEL:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -123,3 +123,19 @@ def test_docs_list_the_limits_in_force():
         numbers = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", row)]
         assert [limits.max_bytes, limits.max_depth, limits.max_nodes] == numbers[:3], row
     assert f"{MAX_REPORTED_PROBLEMS} problems" in text
+
+
+def test_errors_found_while_resolving_name_the_plan_file_and_job(tmp_path, capsys):
+    from latentsync.cli.rules import main as rules_cli
+
+    plan = write(tmp_path / "two.plan.yaml", """
+        jobs:
+          - {video: a.mp4, output: a_out.mp4, assume: {gpu: rtx4090-24gb, duration: 3}}
+          - {video: b.mp4, output: b_out.mp4, assume: {gpu: rtx4090-24gb, duration: 3},
+             overrides: {cuda_graphs: true, compile: "off"}}
+    """)
+    assert rules_cli(["explain", str(plan)]) == 2
+    assert run_cli([str(plan), "--dry-run"]) == 2
+    for err in capsys.readouterr().err.split("error: ")[1:]:
+        assert f"{plan}: jobs[1].overrides.cuda_graphs: cuda_graphs: true needs compile" in err
+        assert "<input>" not in err
