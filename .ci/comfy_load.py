@@ -13,12 +13,21 @@ runs; the plan says which evaluator), and runs the default face backend on the q
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import types
 from pathlib import Path
 
 NODES = {"LatentSyncRunner", "LatentSyncRunnerAutoOptimize", "LatentSyncRunnerGPUBenchmark"}
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def main() -> int:
@@ -46,6 +55,11 @@ def main() -> int:
     plan = payload["plan"]
     print(f"Auto-Optimize: {plan['settings']['steps']} steps, rules evaluated by: {plan['facts'].get('rules_engine')}")
 
+    import cv2
+
+    present = {dist: importlib.metadata.version(dist) for dist in ("opencv-python", "opencv-contrib-python")
+               if _installed(dist)}
+    print(f"cv2 {cv2.__version__} from {present}")  # both share the cv2 folder: docs/faces.md, Install
     faces = importlib.import_module(f"{name}.latentsync.faces.mediapipe_backend")
     print(f"face model: {faces.find_landmarker_model()}")
     import av

@@ -94,6 +94,9 @@ video = Path("quickstart/out/quickstart_synced.mp4")
 report = json.loads(Path(str(video) + ".report.json").read_text())
 facts = report.get("run_plan", report.get("plan", {})).get("facts", {})
 print(f"{video}: {video.stat().st_size} bytes; report rules_engine={facts.get('rules_engine')!r}")
+import cv2, importlib.metadata as md
+print(f"cv2 {cv2.__version__}; " + ", ".join(f"{d.metadata['Name']} {d.version}" for d in md.distributions()
+                                            if d.metadata["Name"].startswith("opencv")))
 assert video.stat().st_size > 10_000
 EOF
 )
