@@ -6,12 +6,12 @@
 #      schemas and the quickstart example, and no model file;
 #   3. the built wheel, installed into a fresh venv (`pip install latentsync-runner`), runs
 #      the quickstart from the installed package, away from this checkout;
-#   4. ComfyUI-Manager's install (`pip install LINE` for each line of requirements.txt, in
-#      ComfyUI's Python, which has torch) and the manual one (`pip install -r
-#      requirements.txt`): the pack then loads as ComfyUI loads it, plans and finds faces.
+#   4. the manual ComfyUI install (`pip install -r requirements.txt` into a Python that has
+#      torch) and ComfyUI-Manager's (`pip install LINE` for each line of requirements.txt), each
+#      in its own venv: the pack then loads as ComfyUI loads it, plans and finds faces.
 # Every pip run's output is kept under the scratch folder and must hold no ERROR line.
 #
-#   .ci/install_check.sh            (about 8 minutes on 2 cores; needs PyPI)
+#   .ci/install_check.sh            (10-15 minutes on 2 cores; needs PyPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -102,18 +102,26 @@ EOF
 )
 took
 
-step "4. ComfyUI-Manager's install: pip install LINE for each line of requirements.txt"
-"$PYTHON" -m venv "$WORK/comfy"
-clean_pip "$WORK/comfy/bin/pip" install "$TORCH"   # ComfyUI's own torch
-while IFS= read -r line; do
-    line=${line%%#*}; line=$(echo "$line" | xargs)
-    [ -n "$line" ] && clean_pip "$WORK/comfy/bin/pip" install "$line"
-done <requirements.txt
-clean_pip "$WORK/comfy/bin/pip" install -r requirements.txt   # the manual install, on top: nothing left to do
-clean_pip "$WORK/comfy/bin/pip" check
 mkdir -p "$WORK/custom_nodes"
 ln -s "$REPO" "$WORK/custom_nodes/latentsync-runner"   # what `git clone ... custom_nodes/latentsync-runner` gives
-(cd "$WORK" && "$WORK/comfy/bin/python" "$REPO/.ci/comfy_load.py" "$WORK/custom_nodes/latentsync-runner")
+
+step "4a. the manual ComfyUI install: pip install -r requirements.txt in a fresh venv with torch"
+"$PYTHON" -m venv "$WORK/manual"
+clean_pip "$WORK/manual/bin/pip" install "$TORCH"   # ComfyUI's own torch
+clean_pip "$WORK/manual/bin/pip" install -r requirements.txt
+clean_pip "$WORK/manual/bin/pip" check
+(cd "$WORK" && "$WORK/manual/bin/python" "$REPO/.ci/comfy_load.py" "$WORK/custom_nodes/latentsync-runner")
+took
+
+step "4b. ComfyUI-Manager's install: pip install LINE for each line of requirements.txt, in a fresh venv"
+"$PYTHON" -m venv "$WORK/manager"
+clean_pip "$WORK/manager/bin/pip" install "$TORCH"
+while IFS= read -r line; do
+    line=${line%%#*}; line=$(echo "$line" | xargs)
+    [ -n "$line" ] && clean_pip "$WORK/manager/bin/pip" install "$line"
+done <requirements.txt
+clean_pip "$WORK/manager/bin/pip" check
+(cd "$WORK" && "$WORK/manager/bin/python" "$REPO/.ci/comfy_load.py" "$WORK/custom_nodes/latentsync-runner")
 took
 
 echo
