@@ -871,6 +871,8 @@ class Watcher:
     def _discover_and_claim(self, now: float) -> bool:
         decisions = self._decide(now)
         for decision in decisions:
+            if self._stop.is_set():
+                break  # a stop is honoured between items, however many were dropped at once
             for name in decision.files:
                 self._forget(name)
             try:
