@@ -46,6 +46,7 @@ import queue
 import re
 import shutil
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -317,6 +318,10 @@ class Watcher:
         if self.config.log_file:
             folders.append(("INBOX/logs", self.logs_dir))
         for what, folder in folders:
+            if folder.parent == self.inbox and folder.is_symlink():
+                raise InvalidInputError(f"{what} is a symbolic link; the watcher's folders in INBOX must be real "
+                                        "folders (anyone who can write to INBOX could point a link anywhere)",
+                                        path=str(folder), hint="replace the link with a folder")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -426,6 +431,40 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _guard_folders(self) -> None:
+        """processing/, done/, failed/ and logs/ live in INBOX, where anyone who drops files can also
+        replace them: a link there would send users' files and error files anywhere. Before any
+        move, each must still be a real folder; a link is removed and a file moved aside (it then
+        goes to failed/ like any other stray file), and the folder is made again."""
+        for folder in (self.processing, self.done_dir, self.failed_dir, self.logs_dir):
+            try:
+                info = os.lstat(folder)
+            except FileNotFoundError:
+                folder.mkdir(exist_ok=True)
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                logger.error("{} was replaced by a symbolic link; removing the link and making the folder again",
+                             folder)
+                os.unlink(folder)
+            else:
+                aside = self.inbox / f"{folder.name}.not-a-folder-{int(time.time())}"
+                logger.error("{} was replaced by a file; moving it to {} and making the folder again", folder,
+                             aside.name)
+                os.rename(folder, aside)
+            folder.mkdir(exist_ok=True)
+
+    def _claim_folder(self, row: JobRow) -> Optional[Path]:
+        """The job's claim folder, only while it is a real folder (never followed through a link)."""
+        if not row.claim_dir:
+            return None
+        folder = self.inbox / row.claim_dir
+        try:
+            return folder if stat.S_ISDIR(os.lstat(folder).st_mode) else None
+        except OSError:
+            return None
 
     def _open_journal(self) -> Journal:
         try:
@@ -767,6 +806,12 @@ class Watcher:
                 self._remember_rejected([n for n in named if n not in present], error)
                 continue
             plan: DropPlan = parsed
+            taken = [n for n in plan.inputs if n in reserved]
+            if taken:
+                reject(stem, [name], DropFolderError(
+                    f"names {display(taken[0])}, which another plan dropped before it already names", path=name,
+                    hint="drop one plan per clip; copy the file under a second name for a second job"))
+                continue
             bad_inputs = [(n, problem(n)) for n in plan.inputs if n in tracked and n in ready and problem(n)]
             if bad_inputs:
                 culprit, why = bad_inputs[0]
@@ -904,6 +949,7 @@ class Watcher:
                                 max_attempts=self._max_attempts(), output=claim.output)
         self.summary.job_ids.append(job_id)
         claim_dir = f"processing/{job_id:06d}-{_safe_component(claim.name)}"
+        self._guard_folders()
         journal.set_claim_dir(job_id, claim_dir)
         row = journal.get(job_id)
         try:
@@ -1277,6 +1323,7 @@ class Watcher:
     def _complete_finish(self, row: JobRow) -> None:
         """Idempotent: write the report, apply the planned moves, mark done."""
         assert self.journal is not None and row.output is not None
+        self._guard_folders()
         atomic_write_json(self.outbox / (row.output + ".report.json"), row.report, sort_keys=True)
         _apply_moves(row.moves)
         self._cleanup(row)
@@ -1289,9 +1336,11 @@ class Watcher:
         assert self.journal is not None
         record = record or _error_dict(error, stage=stage, attempt=max(row.attempts, 1), transient=transient)
         errors = row.errors + [record] if record not in row.errors else row.errors
+        self._guard_folders()
+        claim_folder = self._claim_folder(row)
         sources = []
         for name in row.files:
-            claimed = self.inbox / row.claim_dir / name if row.claim_dir else None
+            claimed = claim_folder / name if claim_folder is not None else None
             if claimed is not None and os.path.lexists(claimed):
                 sources.append((name, claimed))
             elif os.path.lexists(self.inbox / name):
@@ -1339,6 +1388,7 @@ class Watcher:
 
     def _complete_fail(self, row: JobRow) -> None:
         assert self.journal is not None and row.error is not None
+        self._guard_folders()
         atomic_write_json(Path(row.error["error_file"]), row.error, sort_keys=True)
         _apply_moves(row.moves)
         self._cleanup(row)

@@ -395,3 +395,32 @@ def test_a_rules_failure_is_not_blamed_on_the_clip(drop):
     error = error_files(inbox)["innocent.error.json"]
     assert error["what_failed"] == "resolving the settings from the drop folder's rules"
     assert "not the clip's fault" in error["how_to_fix"]
+
+
+def test_working_folders_replaced_by_links_are_not_followed(drop, tmp_path):
+    inbox, outbox, rules = drop
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with RunningWatcher(make_config(inbox, outbox, rules)):
+        shutil.rmtree(inbox / "failed")
+        os.symlink(elsewhere, inbox / "failed")  # someone who can write to INBOX points failed/ elsewhere
+        (inbox / "notes.txt").write_text("not a job")
+        wait_until(lambda: (inbox / "failed").is_dir() and not (inbox / "failed").is_symlink()
+                   and "notes.error.json" in error_files(inbox))
+    assert list(elsewhere.iterdir()) == [], "nothing was written or moved through the link"
+    assert (inbox / "failed" / "notes.txt").read_text() == "not a job"
+    inbox_link = inbox / "done"
+    shutil.rmtree(inbox_link)
+    os.symlink(elsewhere, inbox_link)
+    with pytest.raises(InvalidInputError, match="symbolic link"):
+        once(inbox, outbox, rules)
+
+
+def test_two_plans_naming_one_clip_do_not_both_claim_it(drop):
+    inbox, outbox, rules = drop
+    make_fake_video(inbox / "shared.mp4")
+    (inbox / "a.plan.yaml").write_text("video: shared.mp4\noutput: a_out.mp4\n")
+    (inbox / "b.plan.yaml").write_text("video: shared.mp4\noutput: b_out.mp4\n")
+    summary = once(inbox, outbox, rules)
+    assert (summary.done, summary.failed) == (1, 1) and outputs(outbox) == ["a_out.mp4"]
+    assert "another plan dropped before it already names" in error_files(inbox)["b.error.json"]["why"]
