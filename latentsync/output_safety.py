@@ -16,10 +16,11 @@ Errors are `InvalidInputError` (exit code 2), naming both paths.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from .errors import InvalidInputError, OutputError
 
@@ -77,15 +78,42 @@ def protected_inputs(spec: Any, plan_file: Optional[Path] = None) -> list[tuple[
     return inputs
 
 
+_cache: Optional[dict[str, str]] = None  # set inside `one_moment()`
+
+
+@contextlib.contextmanager
+def one_moment() -> Iterator[None]:
+    """Resolve each path once while checking many jobs at one moment (a plan of thousands of jobs)."""
+    global _cache
+    saved, _cache = _cache, {}
+    try:
+        yield
+    finally:
+        _cache = saved
+
+
 def _real(path: Path) -> str:
     """The path with every link and `..` resolved, as far as it exists."""
-    return os.path.normcase(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
+    text = str(path)
+    if _cache is not None and text in _cache:
+        return _cache[text]
+    real = os.path.normcase(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+    if _cache is not None:
+        _cache[text] = real
+    return real
+
+
+def resolved_key(path: Path) -> str:
+    """A path with every link and `..` resolved: equal keys name the same file (hard links aside)."""
+    return _real(path)
 
 
 def same_file(first: Path, second: Path) -> bool:
     """Whether two paths name one file: the same resolved path, or one inode (hard links)."""
     if _real(first) == _real(second):
         return True
+    if not (os.path.lexists(first) and os.path.lexists(second)):
+        return False  # a file that does not exist (yet) is no other file's hard link
     try:
         return os.path.samefile(first, second)
     except (OSError, ValueError):

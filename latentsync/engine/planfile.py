@@ -12,7 +12,8 @@ from typing import Any
 from ..contracts import format_field, iter_schema_problems
 from ..jobs import JobSpec
 from ..weights import RANDOM_WEIGHTS  # names, not folders: never resolved against the plan's folder
-from ..output_safety import OutputConflict, check_output_paths, planned_outputs, protected_inputs, report_path
+from ..output_safety import (OutputConflict, check_output_paths, planned_outputs, protected_inputs, report_path,
+                             one_moment, resolved_key)
 from .errors import PlanError, Problem
 from .limits import PLAN_LIMITS
 from .yamlio import load_yaml
@@ -84,25 +85,26 @@ def load_plan_file(path: Path) -> list[JobSpec]:
         else:
             seen[output] = trail + ["output"]
     if not problems:
-        problems += _output_problems(document, path, entries, specs)
+        with one_moment():
+            problems += _output_problems(document, path, entries, specs)
     if problems:
         raise PlanError(problems)
     return specs
 
 
 def _output_problems(document: Any, path: Path, entries: list, specs: list[JobSpec]) -> list[Problem]:
-    """No output or report of any job may be the plan, an input of any job, or another job's output."""
+    """No output or report of any job may be the plan, an input of any job, or another job's output.
+    Linear in the number of jobs: other jobs' files are looked up by their resolved path."""
     problems: list[Problem] = []
     label = document.label
+    owners: dict[str, list[tuple[int, str, Path]]] = {}
+    for index, ((trail, _), spec) in enumerate(zip(entries, specs)):
+        where = format_field(trail)
+        for what, file in planned_outputs(spec) + [p for p in protected_inputs(spec) if p[0] in ("video", "audio")]:
+            owners.setdefault(resolved_key(file), []).append((index, f"the {what} of {where}", file))
     for index, ((trail, fields), spec) in enumerate(zip(entries, specs)):
-        others: list[tuple[str, Path]] = []
-        for other_index, ((other_trail, _), other) in enumerate(zip(entries, specs)):
-            if other_index == index:
-                continue
-            where = format_field(other_trail)
-            others += [(f"the {what} of {where}", other_path) for what, other_path in planned_outputs(other)]
-            others += [(f"the {what} of {where}", other_path)
-                       for what, other_path in protected_inputs(other) if what in ("video", "audio")]
+        others = [(what, file) for output_what, output in planned_outputs(spec)
+                  for other_index, what, file in owners.get(resolved_key(output), []) if other_index != index]
         try:
             check_output_paths(spec, plan_file=path, others=others)
         except OutputConflict as error:

@@ -23,7 +23,7 @@ from .backends import ConditionTooComplex, DurableMatcher, OracleMatcher, TooLar
 from .errors import Problem, RulesError
 from .checks import derive_cycles, find_clashes, find_unsatisfiable
 from .language import ALWAYS, Condition, parse_condition
-from .limits import RULE_CHECK_BUDGET
+from .limits import RULE_CHECK_BUDGET, RULES_LIMITS
 from .yamlio import YamlDocument, load_yaml
 
 SUPPORTED_SCHEMA_VERSION = 1
@@ -108,6 +108,10 @@ def _read_profiles(folder: Path, problems: list[Problem]) -> tuple[dict[str, dic
     path = folder / PROFILES_FILE
     if not path.is_file():
         return {}, None, b""
+    if path.stat().st_size > RULES_LIMITS.max_bytes:
+        problems.append(Problem(_label(folder, path), f"the file is {path.stat().st_size:,} bytes; the limit is "
+                                f"{RULES_LIMITS.max_bytes:,} bytes (see docs/limits.md)"))
+        return {}, path, b""
     document, found = load_yaml(path, _label(folder, path))
     problems += found
     if document is None:
@@ -180,6 +184,10 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
     digest = hashlib.sha256()
     loaded: list[tuple[Rule, dict]] = []
     for file_index, rule_path in enumerate(rule_paths):
+        if rule_path.stat().st_size > RULES_LIMITS.max_bytes:  # never read a huge file whole, not even to hash it
+            problems.append(Problem(_label(folder, rule_path), f"the rule file is {rule_path.stat().st_size:,} bytes; "
+                                    f"the limit is {RULES_LIMITS.max_bytes:,} bytes (see docs/limits.md)"))
+            continue
         digest.update(rule_path.name.encode() + b"\0" + rule_path.read_bytes() + b"\0")
         loaded += _read_rule_file(folder, rule_path, file_index, problems)
     profiles, profiles_file, profile_bytes = _read_profiles(folder, problems)

@@ -139,3 +139,21 @@ def test_errors_found_while_resolving_name_the_plan_file_and_job(tmp_path, capsy
     for err in capsys.readouterr().err.split("error: ")[1:]:
         assert f"{plan}: jobs[1].overrides.cuda_graphs: cuda_graphs: true needs compile" in err
         assert "<input>" not in err
+
+
+def test_an_oversized_rule_file_is_refused_without_reading_it(rules_copy):
+    big = rules_copy / "95_big.yaml"
+    with open(big, "w") as handle:
+        handle.write("schema_version: 1\nrules: []\n# " + "x" * (RULES_LIMITS.max_bytes + 10) + "\n")
+    started = time.monotonic()
+    with pytest.raises(RulesError, match="the limit is") as caught:
+        load_ruleset(rules_copy)
+    assert time.monotonic() - started < 10 and "95_big.yaml" in str(caught.value)
+
+
+def test_a_plan_of_thousands_of_jobs_is_checked_in_linear_time(tmp_path):
+    plan = write(tmp_path / "many.yaml", "jobs:\n" + "".join(f"  - {{video: v{i}.mp4, output: o{i}.mp4}}\n"
+                                                             for i in range(3000)))
+    started = time.monotonic()
+    assert len(load_plan_file(plan)) == 3000
+    assert time.monotonic() - started < 30
