@@ -1364,12 +1364,13 @@ class Watcher:
                 "see logs/watch.log, then drop the files into INBOX again.")
         else:
             how = record.get("hint") or "fix the input named above and drop it into INBOX again"
-        why = record["message"] if not record.get("path") else f"{Path(str(record['path'])).name}: {record['message']}"
+        why = record["message"] if not record.get("path") else \
+            f"{display(Path(str(record['path'])).name)}: {record['message']}"
         document = {
             "job": display(row.name),
             "job_id": row.id,
             "what_failed": _WHAT_FAILED["rules"] if rules_error else _WHAT_FAILED.get(stage, stage),
-            "why": display(why).replace("\\n", "\n"),
+            "why": why,
             "how_to_fix": how.strip(),
             "error": record,
             "attempts": errors,
@@ -1395,7 +1396,7 @@ class Watcher:
         self.journal.failed(row.id)
         self.summary.failed += 1
         logger.error("job {} ({}) failed while {}: {} -> {}", row.id, display(row.name), row.error["what_failed"],
-                     row.error["why"], Path(row.error["error_file"]).relative_to(self.inbox))
+                     display(row.error["why"]), display(str(Path(row.error["error_file"]).relative_to(self.inbox))))
 
     def _cleanup(self, row: JobRow) -> None:
         shutil.rmtree(self._staging_dir(row), ignore_errors=True)
