@@ -1124,6 +1124,8 @@ class Watcher:
                                           "the decoder: check logs/watch.log")
         if "error" in result:
             error = result["error"]
+            if not isinstance(error, Exception):  # SystemExit from a pipeline must not end the watcher
+                raise RuntimeError(f"the pipeline raised {type(error).__name__}: {error}") from error
             if timed_out.is_set() and not self._stop.is_set() and classify_error(error) == CANCEL:
                 raise JobTimeout(f"the job ran longer than {timeout:g} s (--job-timeout)",
                                  hint="a clip this long may need a longer --job-timeout (latentsync-run watch "
