@@ -1,48 +1,70 @@
-"""The mask drawn in code matches upstream's picture."""
+"""The mask is upstream's picture, resized the way upstream resizes it.
+
+Value-for-value equality with upstream's own output (pixel and latent masks at 256
+and 512) is in test_pipeline_parity.py (needs ../shared); these tests need nothing.
+"""
 from __future__ import annotations
+
+import hashlib
 
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from latentsync.errors import InvalidInputError
 from latentsync.faces import face_mask
-from latentsync.paths import reference_dir
+from latentsync.faces.mask import latent_mask, mask_codes, mask_picture
+
+# sha256 of upstream's 256x256 mask codes (one channel; the picture's three are equal),
+# as the fixture's manifest records it (per_resolution.256.mask_codes_u8_sha256)
+UPSTREAM_CODES_256_SHA256 = "f8b78274914708ee3b64f800d9c4571b00906863af5df049240c708ee33ef869"
+UPSTREAM_CODES_512_SHA256 = "d3ed095906075f615398881f503d10469bc76870199ce29faffd5f500c043ce8"
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
+def test_the_stored_runs_rebuild_upstreams_picture():
+    picture = mask_picture()
+    assert picture.shape == (256, 256) and picture.dtype == np.uint8
+    assert set(np.unique(picture)) == {0, 255}
+    assert hashlib.sha256(picture.tobytes()).hexdigest() == UPSTREAM_CODES_256_SHA256
 
 
-def _reference_keep() -> np.ndarray:
-    reference = reference_dir()
-    if reference is None or not (reference / "latentsync_mask.png").is_file():
-        pytest.skip("shared reference data not present")
-    picture = cv2.imread(str(reference / "latentsync_mask.png"))
-    assert picture is not None and picture.shape[:2] == (256, 256)
-    return picture[..., 0] > 127
+def test_512_is_the_lanczos_resize_of_the_picture():
+    codes = mask_codes(512)
+    assert hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest() == UPSTREAM_CODES_512_SHA256
+    # upstream resizes the three-channel picture; channels are resized independently
+    three = cv2.resize(np.repeat(mask_picture()[..., None], 3, axis=2), (512, 512), interpolation=cv2.INTER_LANCZOS4)
+    assert (three == codes[..., None]).all()
+    mask = face_mask(512)
+    soft = (mask > 0) & (mask < 1)
+    assert soft.sum() == 9186  # the README's count of pixels strictly between 0 and 1
+    np.testing.assert_array_equal(mask, (codes / 255.0).astype(np.float32))
 
 
-def test_mask_matches_reference_at_256():
-    keep_reference = _reference_keep()
-    keep = face_mask(256) > 0.5
-    assert _iou(keep, keep_reference) >= 0.98
-    assert _iou(~keep, ~keep_reference) >= 0.98  # the smaller, repainted region too
+def test_float64_values_are_upstreams_division():
+    codes = mask_codes(512)
+    np.testing.assert_array_equal(face_mask(512, np.float64), codes / 255.0)
+    assert face_mask(512, np.float64).dtype == np.float64
 
 
-def test_mask_matches_upstream_resize_at_512():
-    keep_reference = _reference_keep()
-    # upstream resizes its 256 picture with Lanczos for 512 crops
-    resized = cv2.resize(keep_reference.astype(np.float32), (512, 512), interpolation=cv2.INTER_LANCZOS4) > 0.5
-    keep = face_mask(512) > 0.5
-    assert _iou(~keep, ~resized) >= 0.98
+@pytest.mark.parametrize("resolution", [256, 512])
+def test_latent_mask_is_torch_nearest(resolution):
+    latent = resolution // 8
+    mask = torch.from_numpy(face_mask(resolution, np.float64).copy())[None, None]
+    expected = F.interpolate(mask, size=(latent, latent))[0, 0].numpy().astype(np.float32)
+    np.testing.assert_array_equal(latent_mask(resolution, latent), expected)
+    cells = latent_mask(resolution, latent)
+    assert ((cells > 0) & (cells < 1)).sum() == (133 if resolution == 512 else 0)
 
 
 @pytest.mark.parametrize("resolution", [256, 512, 96])
 def test_mask_shape_and_layout(resolution):
     mask = face_mask(resolution)
     assert mask.shape == (resolution, resolution) and mask.dtype == np.float32
-    assert set(np.unique(mask)) == {0.0, 1.0}
+    assert mask.min() >= 0 and mask.max() <= 1
+    if resolution == 256:
+        assert set(np.unique(mask)) == {0.0, 1.0}
     r = resolution / 256
     assert mask[: int(90 * r)].min() == 1.0  # eyes and above kept
     assert mask[int(110 * r), int(128 * r)] == 1.0  # the nose kept
