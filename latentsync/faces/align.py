@@ -1,9 +1,12 @@
 """Face alignment: three landmarks -> similarity transform -> face crop.
 
-Facts from upstream LatentSync (ARCHITECTURE.md §4 "Faces"):
+Upstream LatentSync (`latentsync/utils/image_processor.py` `affine_transform`,
+`latentsync/utils/affine_transform.py` `AlignRestore`), reproduced step by step:
 
-* template `[[17, 20], [58, 20], [37.5, 40]] * r` with `r = 2.8 * res / 256`,
-  in the order (brow on the image's left, brow on the image's right, nose);
+* the three points (brow on the image's left, brow on the image's right, nose) are
+  rounded to whole pixels (`np.round`) before the fit (`FaceAligner(round_landmarks=False)`
+  keeps them sub-pixel; the run plan's `landmark_precision`);
+* template `[[17, 20], [58, 20], [37.5, 40]] * r` with `r = 2.8 * res / 256`;
 * the transform is a least-squares similarity (rotation, uniform scale,
   translation; no reflection) fitted in the Procrustes way upstream does it:
   both point sets centred and divided by their standard deviation, rotation
@@ -12,11 +15,12 @@ Facts from upstream LatentSync (ARCHITECTURE.md §4 "Faces"):
   (0.2 previous + 0.8 current) of the nose residual between the normalised
   template and the normalised landmarks. The state runs over the whole video,
   so here it is carried by `AlignmentState` across chunks;
-* the crop is `100r x 75r` (h x w, truncated to int) warped bilinearly with
-  border fill 127, then resized to res x res (Lanczos).
+* the crop is `100r x 75r` (h x w, truncated to int), warped bilinearly with
+  kornia's arithmetic in float32, border fill 127, converted to uint8 by truncation
+  (`torch_ops.crop_faces_torch`), then resized to res x res with OpenCV's Lanczos.
 
-Matrices map frame pixels (x, y, 1) to crop pixels; cv2 and upstream's kornia
-both use pixel-index coordinates, so a matrix means the same in both.
+Matrices map frame pixels (x, y, 1) to crop pixels in pixel-index coordinates
+(upstream's kornia and OpenCV alike).
 """
 from __future__ import annotations
 
@@ -106,17 +110,23 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
+def crop_face(frame_rgb: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndarray:
+    """The (100r, 75r, 3) uint8 crop of one frame under `matrix` (frame -> crop), before the
+    resize: upstream's `align_warp_face` (kornia bilinear in float32, fill 127, truncation).
+    numpy, one thread (`numpy_ops`); `torch_ops.crop_faces_torch` is the same on tensors."""
+    from .numpy_ops import crop_face as crop
+
+    return crop(np.asarray(frame_rgb), np.asarray(matrix, dtype=np.float64), crop_size(resolution), FILL_VALUE)
+
+
 def warp_face(frame_rgb: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndarray:
-    """The res x res uint8 face crop of one frame under `matrix` (frame -> crop)."""
-    height, width = crop_size(resolution)
-    crop = cv2.warpAffine(
-        frame_rgb,
-        np.asarray(matrix, dtype=np.float64),
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(FILL_VALUE, FILL_VALUE, FILL_VALUE),
-    )
+    """The res x res uint8 face of one frame under `matrix` (frame -> crop): upstream's crop,
+    resized with OpenCV's Lanczos-4 as upstream's `affine_transform` does."""
+    return resize_crop(crop_face(frame_rgb, matrix, resolution), resolution)
+
+
+def resize_crop(crop: np.ndarray, resolution: int) -> np.ndarray:
+    """A (100r, 75r, 3) uint8 crop -> the res x res face the model gets (upstream: cv2 Lanczos-4)."""
     return cv2.resize(crop, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4)
 
 
@@ -178,12 +188,14 @@ class FaceAligner:
 
     Feeding a clip in chunks of any size gives the same matrices as feeding it
     whole. Frames without a face leave the state untouched (the next face is
-    smoothed against the last one seen).
+    smoothed against the last one seen). `round_landmarks`: round the three points
+    to whole pixels before the fit, as upstream (False keeps them sub-pixel).
     """
 
     resolution: int
     smooth: bool = True
     state: AlignmentState = field(default_factory=AlignmentState)
+    round_landmarks: bool = True
 
     def __post_init__(self):
         if self.resolution <= 0:
@@ -196,6 +208,8 @@ class FaceAligner:
     def matrix_for(self, landmarks: FaceLandmarks | np.ndarray) -> np.ndarray:
         """Frame -> crop matrix for one face, advancing the smoothing state."""
         points = landmarks.points if isinstance(landmarks, FaceLandmarks) else np.asarray(landmarks, np.float64)
+        if self.round_landmarks:
+            points = np.round(points)  # upstream: landmarks3 = np.round(...) (half to even)
         matrix, residual = similarity_from_points(points, self.template)
         if not self.smooth:
             return matrix

@@ -31,6 +31,15 @@ ASPECT_RANGE = (0.2, 1.5)
 ENV_MODEL_DIR = "LATENTSYNC_INSIGHTFACE_DIR"
 
 
+def alignment_points(landmark_2d_106) -> np.ndarray:
+    """The three alignment points of InsightFace's 106 landmarks, as upstream's
+    `affine_transform` takes them: `np.mean` of each group in the landmarks' own dtype
+    (float32), before its `np.round`. Returns (3, 2) float64."""
+    landmarks = np.asarray(landmark_2d_106)
+    groups = (list(BROW_IMAGE_LEFT), list(BROW_IMAGE_RIGHT), list(NOSE))
+    return np.stack([np.mean(landmarks[group], axis=0) for group in groups]).astype(np.float64)
+
+
 def _model_dir_problem(model_dir: Path) -> str | None:
     if not model_dir.is_dir():
         return "folder does not exist"
@@ -118,8 +127,5 @@ class InsightFaceBackend(FaceBackend):
                 best, best_area = face, width * height
         if best is None:
             return None
-        landmarks = np.asarray(best.landmark_2d_106, dtype=np.float64)
-        points = np.stack(
-            [landmarks[list(BROW_IMAGE_LEFT)].mean(0), landmarks[list(BROW_IMAGE_RIGHT)].mean(0), landmarks[list(NOSE)].mean(0)]
-        )
+        points = alignment_points(best.landmark_2d_106)
         return FaceLandmarks(points=points, confidence=float(best.det_score), box=tuple(float(v) for v in best.bbox), backend=self.name)

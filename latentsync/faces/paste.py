@@ -1,63 +1,62 @@
-"""Paste generated faces back into their frames (inverse warp + feathered alpha).
+"""Paste generated faces back into their frames (inverse warp + feathered alpha), on the CPU.
 
-Facts from upstream LatentSync's `AlignRestore.restore_img`:
+Upstream LatentSync's `restore_video` + `AlignRestore.restore_img`, step by step, in numpy
+on the calling thread (`numpy_ops`; `paste_backend: torch` runs the same steps with torch,
+`torch_ops`, and agrees to float32 rounding):
 
-* the res x res face is resized (bicubic) back to the crop size (100r x 75r)
-  and warped into the frame with the inverse matrix (bilinear);
+* the generated face is float in [-1, 1] (the VAE decoder's scale, composed with the
+  reference outside the mask; no clamp, no uint8 step). It is resized to the crop size
+  (100r x 75r) with bicubic + antialias (torchvision's `resize` on a tensor);
+* it is warped into the frame with the inverse matrix (kornia, bilinear, fill 127) and
+  mapped to pixels with `(x / 2 + 0.5).clamp(0, 1) * 255`;
 * the alpha is the crop's all-ones rectangle warped the same way (zero outside),
   eroded with a 2x2 kernel; then `w_edge = int(sqrt(sum(alpha))) // 20`, the
   alpha is eroded again with a (2 w_edge)^2 kernel and Gaussian-blurred with
   size 2 w_edge + 1 and sigma 0.3 ((size - 1) / 2 - 1) + 0.8;
-* out = soft * (alpha2x2 * face) + (1 - soft) * frame.
+* out = soft * (alpha * face) + (1 - soft) * frame, truncated to uint8.
 
 Everything outside the blurred alpha is exactly the input frame, so the work is
-done on the face's bounding box only (plus the blur margin), which gives the
-same pixels as full-frame processing at a fraction of the cost.
-Difference from upstream: results are rounded to uint8 (upstream truncates).
+done on the face's box only (plus the feathering margin): the box's sampling grid is
+the whole frame's at those pixels, so the pixels are the whole-frame computation's.
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import Executor
 
-import cv2
 import numpy as np
+import torch
 
 from ..errors import InvalidInputError
+from . import numpy_ops
 from .align import FILL_VALUE, crop_size
 from .parallel import run_all
+from .torch_ops import feather_parameters, paste_box
+
+__all__ = ["feather_parameters", "face_array", "face_tensor", "paste_face", "paste_face_into", "paste_faces"]
 
 
-def feather_parameters(alpha_area: float) -> tuple[int, int, float]:
-    """(second erosion size, blur size, blur sigma) for an alpha of this area (pixels)."""
-    w_edge = int(math.sqrt(max(alpha_area, 0.0))) // 20
-    blur_size = 2 * w_edge + 1
-    sigma = 0.3 * ((blur_size - 1) * 0.5 - 1) + 0.8
-    return 2 * w_edge, blur_size, sigma
+def face_array(face_rgb: np.ndarray) -> np.ndarray:
+    """(res, res, 3) face -> float32 in [-1, 1]: float faces (the decoder's scale) as they are,
+    uint8 faces (0..255) mapped with x / 127.5 - 1."""
+    face = np.asarray(face_rgb)
+    if face.dtype == np.uint8:
+        return face.astype(np.float32) / np.float32(127.5) - np.float32(1)
+    if not np.issubdtype(face.dtype, np.floating):
+        raise InvalidInputError(f"a face must be uint8 or float, got {face.dtype}")
+    return face.astype(np.float32, copy=False)
 
 
-def _footprint_box(matrix: np.ndarray, crop_hw: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """Integer box (x0, y0, x1, y1) of the frame that the crop covers, with the feather margin."""
-    height, width = crop_hw
-    inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[-1.0, -1.0], [width, -1.0], [-1.0, height], [width, height]])
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
-    # area of the footprint bounds the alpha's area, hence the blur radius
-    area = abs(np.linalg.det(inverse[:, :2])) * width * height
-    erosion, blur_size, _ = feather_parameters(area)
-    margin = blur_size // 2 + erosion + 3
-    frame_h, frame_w = frame_hw
-    x0 = max(int(math.floor(mapped[:, 0].min())) - margin, 0)
-    y0 = max(int(math.floor(mapped[:, 1].min())) - margin, 0)
-    x1 = min(int(math.ceil(mapped[:, 0].max())) + margin + 1, frame_w)
-    y1 = min(int(math.ceil(mapped[:, 1].max())) + margin + 1, frame_h)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
+def face_tensor(face_rgb: np.ndarray) -> torch.Tensor:
+    """(res, res, 3) face -> (3, res, res) float in [-1, 1] (see `face_array`); float16 stays float16."""
+    face = np.asarray(face_rgb)
+    if face.dtype != np.uint8 and np.issubdtype(face.dtype, np.floating):
+        return torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)
+    return torch.from_numpy(face_array(face)).permute(2, 0, 1)
 
 
 def paste_face(frame_rgb: np.ndarray, face_rgb: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndarray:
-    """A copy of `frame_rgb` with `face_rgb` (res x res, uint8 or float in 0..255) pasted back.
+    """A copy of `frame_rgb` with `face_rgb` (res x res x 3, or crop size: float in [-1, 1], or uint8)
+    pasted back.
 
     `matrix` is the frame -> crop matrix the face was aligned with.
     """
@@ -69,35 +68,22 @@ def paste_face(frame_rgb: np.ndarray, face_rgb: np.ndarray, matrix: np.ndarray, 
 def paste_face_into(frame_rgb: np.ndarray, face_rgb: np.ndarray, matrix: np.ndarray, resolution: int) -> None:
     """`paste_face`, writing into `frame_rgb` (H, W, 3) uint8 in place."""
     matrix = np.asarray(matrix, dtype=np.float64)
-    if face_rgb.shape != (resolution, resolution, 3):
-        raise InvalidInputError(f"face must be ({resolution}, {resolution}, 3), got {face_rgb.shape}")
     crop_hw = crop_size(resolution)
-    box = _footprint_box(matrix, crop_hw, frame_rgb.shape[:2])
+    if face_rgb.shape not in ((resolution, resolution, 3), (*crop_hw, 3)):
+        raise InvalidInputError(f"face must be ({resolution}, {resolution}, 3) or the crop size "
+                                f"({crop_hw[0]}, {crop_hw[1]}, 3), got {face_rgb.shape}")
+    frame_hw = frame_rgb.shape[:2]
+    box = paste_box(matrix, crop_hw, frame_hw)
     if box is None:
         return
     x0, y0, x1, y1 = box
-    roi_size = (x1 - x0, y1 - y0)
-    # the same matrix, for coordinates relative to the box's corner
-    roi_matrix = matrix.copy()
-    roi_matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-
-    face = cv2.resize(face_rgb.astype(np.float32), (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_CUBIC)
-    inverse_flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    face_in_frame = cv2.warpAffine(
-        face, roi_matrix, roi_size, flags=inverse_flags, borderMode=cv2.BORDER_CONSTANT, borderValue=(FILL_VALUE,) * 3
-    )
-    alpha = cv2.warpAffine(
-        np.ones(crop_hw, dtype=np.float32), roi_matrix, roi_size, flags=inverse_flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
-    alpha = cv2.erode(alpha, np.ones((2, 2), np.uint8))
-    erosion, blur_size, sigma = feather_parameters(float(alpha.sum(dtype=np.float64)))
-    soft = cv2.erode(alpha, np.ones((erosion, erosion), np.uint8)) if erosion > 0 else alpha
-    if blur_size > 1:
-        soft = cv2.GaussianBlur(soft, (blur_size, blur_size), sigma)
-    soft = soft[..., None]
-    region = frame_rgb[y0:y1, x0:x1].astype(np.float32)
-    blended = soft * (alpha[..., None] * face_in_frame) + (1.0 - soft) * region
-    frame_rgb[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    face = face_array(face_rgb)
+    # at crop size already when the synthesizer resized it on the GPU (as upstream does)
+    crop = face if face.shape[:2] == crop_hw else numpy_ops.resize_bicubic_aa(face, crop_hw)
+    blended = numpy_ops.restore_box(frame_rgb[y0:y1, x0:x1], crop, matrix, frame_hw, box, FILL_VALUE,
+                                    feather_parameters)
+    # upstream's `.to(torch.uint8)`: truncation (values lie in 0..255)
+    frame_rgb[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
 
 
 def paste_faces(
@@ -109,13 +95,13 @@ def paste_faces(
     *,
     executor: Executor | None = None,
 ) -> np.ndarray:
-    """Batch paste for a chunk: frames (N, H, W, 3) uint8, faces (N, res, res, 3).
+    """Batch paste for a chunk: frames (N, H, W, 3) uint8, faces (N, res, res, 3) float in
+    [-1, 1] (or uint8), or already resized to the crop size (N, 100r, 75r, 3).
 
     Frames whose matrix is NaN (no face) come back unchanged. Returns `out`
     (a new array unless given; pass `out=frames_rgb` to paste in place).
-    With `executor` (a thread pool; OpenCV and numpy release the GIL) the frames
-    are pasted concurrently, each into its own slice of `out`: the same pixels
-    as the serial loop.
+    With `executor` (a thread pool; numpy and OpenCV release the GIL) the frames are pasted
+    concurrently, each into its own slice of `out`: the same pixels as the serial loop.
     """
     if not (len(frames_rgb) == len(faces_rgb) == len(matrices)):
         raise InvalidInputError(f"{len(frames_rgb)} frames, {len(faces_rgb)} faces, {len(matrices)} matrices: counts differ")

@@ -96,16 +96,19 @@ def fill_missing_faces(faces: np.ndarray, has_face: np.ndarray) -> np.ndarray:
 
 def paste_faces_on_device(frames, faces, matrices, resolution: int, device):
     """Paste-back with torch on `device` (the GPU when the model runs there): the same
-    feathered blend as the OpenCV path, moved off the CPU, which bounds fast presets."""
+    arithmetic as the CPU path (upstream's), moved off the CPU, which bounds fast presets.
+    `faces` are the float faces in [-1, 1] the synthesizer returns."""
+    from ..faces.paste import face_tensor
     from ..faces.torch_ops import paste_faces_torch
 
     if not np.isfinite(matrices).all(axis=(1, 2)).any():
         return frames  # no face in this chunk: nothing to paste
     with torch.no_grad():
-        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float()
-        faces_t = torch.from_numpy(np.ascontiguousarray(faces)).to(device).permute(0, 3, 1, 2).float()
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
+        faces_t = torch.stack([face_tensor(face) for face in faces]).to(device)
         pasted = paste_faces_torch(frames_t, faces_t, matrices, resolution)
-        return pasted.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        # upstream's `.to(torch.uint8)`: truncation (paste_faces_torch already truncated)
+        return pasted.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class ContactSheet:

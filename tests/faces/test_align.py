@@ -141,3 +141,28 @@ def test_round_trip_recovers_the_face_region(mediapipe_backend, astronaut, resol
     assert difference.mean() < 3.0
     # far from the face nothing changed
     assert (restored[:, :30] == frame[:, :30]).all()
+
+
+def test_points_are_rounded_before_the_fit_as_upstream():
+    points = np.array([[200.4, 90.5], [251.6, 93.5], [224.5, 127.2]])
+    face = FaceLandmarks(points=points, confidence=1.0)
+    rounded = np.round(points)  # half to even: 90.5 -> 90, 93.5 -> 94, 224.5 -> 224
+    assert rounded.tolist() == [[200.0, 90.0], [252.0, 94.0], [224.0, 127.0]]
+    expected, _ = similarity_from_points(rounded, alignment_template(256))
+    np.testing.assert_allclose(FaceAligner(256, smooth=False).matrix_for(face), expected, atol=1e-12)
+    subpixel, _ = similarity_from_points(points, alignment_template(256))
+    np.testing.assert_allclose(FaceAligner(256, smooth=False, round_landmarks=False).matrix_for(face), subpixel,
+                               atol=1e-12)
+    assert np.abs(subpixel - expected).max() > 0.1
+
+
+def test_insightface_points_are_upstreams_group_means():
+    from latentsync.faces.insightface_backend import alignment_points
+
+    landmarks = np.random.default_rng(0).uniform(0, 640, (106, 2)).astype(np.float32)
+    points = alignment_points(landmarks)
+    assert points.dtype == np.float64 and points.shape == (3, 2)
+    # upstream: np.mean of the float32 landmarks per group, in float32
+    expected = [np.mean(landmarks[[43, 48, 49, 51, 50]], axis=0), np.mean(landmarks[101:106], axis=0),
+                np.mean(landmarks[[74, 77, 83, 86]], axis=0)]
+    np.testing.assert_array_equal(points, np.array(expected, dtype=np.float32).astype(np.float64))
