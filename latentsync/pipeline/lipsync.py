@@ -150,6 +150,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     without_face: list[int] = field(default_factory=list)
     done_frames: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class LipSyncPipeline:
@@ -232,11 +233,14 @@ class LipSyncPipeline:
         return self._result(run, n_out, media)
 
     def _schedule(self, media: ClipMedia, run: _Run) -> tuple[list[int], int]:
-        """Which source frame each output frame shows; as many output frames as the audio covers."""
-        from ..video import frames_covering_audio, plan_output_frames
+        """Which source frame each output frame shows; as many output frames as upstream makes
+        for the audio (one per Whisper window: up to 2 more than the audio covers)."""
+        from ..video.schedule import OUTPUT_FRAMES_RULE, frames_covering_audio, output_frame_count, plan_output_frames
 
-        n_out = frames_covering_audio(media.audio_seconds, float(media.fps))
-        schedule = plan_output_frames(media.frame_count, float(media.fps), media.audio_seconds)
+        n_out = output_frame_count(len(media.waveform), media.fps)
+        schedule = plan_output_frames(media.frame_count, float(media.fps), n_output_frames=n_out)
+        run.stats["audio_covered_frames"] = frames_covering_audio(media.audio_seconds, float(media.fps))
+        run.stats["output_frames_rule"] = OUTPUT_FRAMES_RULE
         if abs(float(media.fps) - 25.0) > 1e-3:
             run.warnings.append(
                 f"source runs at {float(media.fps):.3f} fps; the model ran on every source frame with audio windows "
@@ -351,6 +355,7 @@ class LipSyncPipeline:
                 "padded_frames": stats.padded_frames,
                 "unet_sample_shape": list(stats.denoise.first_sample_shape),
                 "vae_decoded_latent_rows": stats.vae_decoded_latent_rows,
+                **run.stats,
             },
         )
 

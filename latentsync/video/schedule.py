@@ -1,12 +1,21 @@
-"""Which source frame goes into each output frame.
+"""Which source frame goes into each output frame, and how many output frames there are.
 
-Upstream LatentSync (lipsync_pipeline.loop_video) makes the video exactly as
-long as the audio: when the audio needs more frames than the video has, it
-concatenates the clip forward, reversed, forward, ... (each pass is the whole
-clip, so the turning frames repeat: ..., N-2, N-1, N-1, N-2, ..., 1, 0, 0, 1,
-...) and cuts the result at the audio's frame count; when the audio needs fewer
-frames, the video is cut. This module computes that schedule as plain source
-indices so the reader can stream it instead of concatenating arrays.
+Output length. Upstream LatentSync makes one video frame per Whisper audio window:
+`feature2chunks` appends frame i and only then stops once its first feature step
+int(i * 50 / fps) lies past the last step, so a clip of `steps` features (50 per
+second, `samples // 320` at 16 kHz) gives ceil((steps + 1) * fps / 50) + 1 frames
+(`steps // 2 + 2` at 25 fps; `audio.features.audio_frame_count`). That is up to two
+frames more than the ceil(duration x fps) frames the audio covers (e.g. 3.0 s at 25 fps:
+77 frames, 3.08 s, for 75 covered); the last frames take the last audio window, and the
+muxed audio keeps its own length (upstream cuts it to the video, which is longer). The
+pipeline uses `output_frame_count` (upstream's rule) and reports `frames_covering_audio`.
+
+Schedule. When the output needs more frames than the video has, upstream
+(lipsync_pipeline.loop_video) concatenates the clip forward, reversed, forward, ...
+(each pass is the whole clip, so the turning frames repeat: ..., N-2, N-1, N-1, N-2,
+..., 1, 0, 0, 1, ...) and cuts the result at the output's frame count; when it needs
+fewer, the video is cut. This module computes that schedule as plain source indices so
+the reader can stream it instead of concatenating arrays.
 
 Pure Python, no PyAV: cheap to import and to property-test.
 """
@@ -25,10 +34,10 @@ _FRAME_BOUNDARY_TOLERANCE = 1e-6
 
 
 def frames_covering_audio(audio_duration_s: float, fps: float | Fraction) -> int:
-    """Number of frames at `fps` needed to cover `audio_duration_s` seconds.
+    """Number of frames at `fps` needed to cover `audio_duration_s` seconds: ceil(duration x fps).
 
-    The last frame may extend past the audio by less than one frame period; the
-    writer trims the audio to the video, never the other way round.
+    The last frame may extend past the audio by less than one frame period. Upstream's
+    output has up to two frames more (`output_frame_count`).
     """
     if not audio_duration_s or audio_duration_s <= 0:
         raise InvalidInputError(f"audio duration must be positive, got {audio_duration_s!r}")
@@ -37,6 +46,23 @@ def frames_covering_audio(audio_duration_s: float, fps: float | Fraction) -> int
         raise InvalidInputError(f"frame rate must be positive, got {fps!r}")
     exact = float(audio_duration_s) * fps_f
     return max(1, math.ceil(exact - _FRAME_BOUNDARY_TOLERANCE))
+
+
+def output_frame_count(n_audio_samples: int, fps: float | Fraction) -> int:
+    """Upstream's output length for `n_audio_samples` of 16 kHz audio at `fps`: one frame per
+    audio window `feature2chunks` makes, ceil((steps + 1) * fps / 50) + 1 with
+    steps = samples // 320 (the Whisper feature count)."""
+    from ..audio.features import audio_frame_count, feature_steps_for_samples
+
+    if n_audio_samples <= 0:
+        raise InvalidInputError(f"the audio has no samples (n_audio_samples={n_audio_samples})")
+    if float(fps) <= 0:
+        raise InvalidInputError(f"frame rate must be positive, got {fps!r}")
+    return audio_frame_count(feature_steps_for_samples(int(n_audio_samples)), fps)
+
+
+OUTPUT_FRAMES_RULE = ("upstream: one frame per Whisper audio window, ceil((steps + 1) * fps / 50) + 1 "
+                      "for steps = samples_16k // 320 (steps // 2 + 2 at 25 fps)")
 
 
 def pingpong_index(output_index: int, n_source_frames: int) -> int:
@@ -60,10 +86,10 @@ def plan_output_frames(
 ) -> list[int]:
     """Source frame index for every output frame, as upstream matches video to audio.
 
-    The output has `frames_covering_audio(audio_duration_s, source_fps)` frames
-    (or `n_output_frames` when the caller already knows the count, e.g. from the
-    audio feature windows). Shorter audio trims the clip; longer audio
-    ping-pongs it (forward, backward, forward, ...).
+    The output has `n_output_frames` frames (the pipeline passes upstream's
+    `output_frame_count`), or `frames_covering_audio(audio_duration_s, source_fps)`
+    when only the duration is given. Fewer output frames than the video has trim
+    the clip; more ping-pong it (forward, backward, forward, ...).
     """
     if n_source_frames <= 0:
         raise InvalidInputError(f"the video has no frames (n_source_frames={n_source_frames})")
