@@ -123,6 +123,14 @@ class ContactSheet:
         self.pairs: list = []
 
     def offer(self, start: int, aligned, outputs) -> None:
+        import cv2
+
+        from .face_synthesis import float_faces_to_uint8
+
+        outputs = float_faces_to_uint8(np.asarray(outputs))
+        if outputs.shape[1:3] != aligned.faces.shape[1:3]:  # float faces come at the paste's crop size
+            size = aligned.faces.shape[2], aligned.faces.shape[1]
+            outputs = np.stack([cv2.resize(face, size, interpolation=cv2.INTER_AREA) for face in outputs])
         for i in range(len(aligned.faces)):
             if start + i in self.wanted and aligned.has_face[i]:
                 half = aligned.faces.shape[1] // 2
@@ -162,7 +170,7 @@ class LipSyncPipeline:
     """
 
     def __init__(self, models, settings: RunSettings):
-        from ..faces import face_mask
+        from ..faces import crop_size, face_mask
         from .denoise import DenoiseSettings
         from .face_synthesis import FaceSynthesizer
 
@@ -177,11 +185,11 @@ class LipSyncPipeline:
         self.unet = prepare_unet(models, settings, self.build_warnings)
         self.vae_options = prepare_vae(models, settings)
         self.synthesizer = FaceSynthesizer(
-            self.unet, models.vae, face_mask(self.resolution), chunk_frames=self.chunk_frames,
+            self.unet, models.vae, face_mask(self.resolution, np.float64), chunk_frames=self.chunk_frames,
             denoise_settings=DenoiseSettings.from_settings(settings), vae_options=self.vae_options,
             device=self.device, dtype=self.dtype, noise=self._initial_noise(),
             pad_partial_chunks=settings.compiles, batch_chunks=self.chunks_per_batch,
-            reference_frames=settings.reference_frames,
+            reference_frames=settings.reference_frames, float_faces=True, float_size=crop_size(self.resolution),
         )
 
     def _initial_noise(self) -> torch.Tensor:
@@ -353,6 +361,7 @@ class LipSyncPipeline:
                 "unet_calls": stats.denoise.unet_calls,
                 "cached_calls": stats.denoise.cached_calls,
                 "padded_frames": stats.padded_frames,
+                "short_chunks": stats.short_chunks,
                 "unet_sample_shape": list(stats.denoise.first_sample_shape),
                 "vae_decoded_latent_rows": stats.vae_decoded_latent_rows,
                 **run.stats,

@@ -789,6 +789,9 @@ class Watcher:
                 reject(stem, [name] + [n for n in media_of_stem(stem) if n in ready], DropFolderError(
                     f"the watcher stopped {crashes} time(s) while reading this plan (it may crash or hang the reader)",
                     path=name, hint="check the plan: a plain YAML file of a few lines; see docs/limits.md"))
+                self._interrupted.pop(name, None)
+                assert self.journal is not None
+                self.journal.end_inspection(name)  # a later plan of this name starts with a clean slate
                 continue
             parsed = self._parse_plan_cached(name)
             if parsed is None:

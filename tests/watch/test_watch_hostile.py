@@ -332,6 +332,7 @@ def test_a_plan_that_killed_the_reader_is_refused_after_the_attempts(drop, monke
     def killed(path):
         raise KeyboardInterrupt("simulated: the process died while reading this plan")
 
+    real_parse = watcher_module.parse_drop_plan
     monkeypatch.setattr(watcher_module, "parse_drop_plan", killed)
     for _ in range(3):  # retries=2: three attempts
         with pytest.raises(KeyboardInterrupt):
@@ -345,6 +346,10 @@ def test_a_plan_that_killed_the_reader_is_refused_after_the_attempts(drop, monke
     error = error_files(inbox)["killer.error.json"]
     assert summary.failed == 1 and "stopped 3 time(s) while reading this plan" in error["why"]
     assert set(error["files"]) == {"killer.plan.yaml", "killer.mp4"}
+    monkeypatch.setattr(watcher_module, "parse_drop_plan", real_parse)
+    (inbox / "killer.plan.yaml").write_text("video: killer2.mp4\noutput: k.mp4\n")  # a new plan, same name
+    make_fake_video(inbox / "killer2.mp4", seed=2)
+    assert once(inbox, outbox, rules).done == 1, "the next plan of that name is read normally"
 
 
 def test_an_unexpected_fault_in_the_loop_is_contained(drop, monkeypatch):
