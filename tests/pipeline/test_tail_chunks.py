@@ -186,3 +186,17 @@ def _clip_with_known_faces(count: int):
         landmarks.append(FaceLandmarks(points=np.array([[cx - 10, cy - 10], [cx + 10, cy - 10], [cx, cy + 2]]),
                                        confidence=1.0))
     return frames, landmarks
+
+
+def test_float_faces_at_the_paste_size_are_upstreams_resize(small_unet, small_vae):
+    """The pipeline asks for the faces at the crop size: resized on the model's device with
+    bicubic + antialias, as upstream's restore_video resizes them before the paste."""
+    import torch.nn.functional as F
+
+    tail = chunk(10, 3)
+    at_res = synthesizer(small_unet, small_vae, pad=False).run([tail])[0]
+    at_crop = synthesizer(small_unet, small_vae, pad=False, float_size=(70, 52)).run([tail])[0]
+    expected = F.interpolate(torch.from_numpy(at_res).permute(0, 3, 1, 2), size=(70, 52), mode="bicubic",
+                             antialias=True, align_corners=False).permute(0, 2, 3, 1).numpy()
+    assert at_crop.shape == (10, 70, 52, 3) and at_crop.dtype == np.float32
+    np.testing.assert_allclose(at_crop, expected, atol=1e-5)
