@@ -57,6 +57,7 @@ class RunSettings:
     geglu_kernel: str
     channels_last: bool
     face_backend: str
+    landmark_precision: str
     seed: int
 
     # ------------------------------------------------------------ building

@@ -386,7 +386,8 @@ class ParallelCpuStages:
         self.landmarks = ParallelLandmarks(backend_factory(settings.face_backend), workers=workers,
                                            max_in_flight=in_flight) if detect else None
         self.frame_pool = ThreadPoolExecutor(workers, thread_name_prefix="frame-work") if workers > 1 else None
-        self.aligner = FaceAligner(resolution=settings.resolution)
+        self.aligner = FaceAligner(resolution=settings.resolution,
+                                   round_landmarks=settings.landmark_precision == "pixel")
         self.landmarks_busy = 0.0
 
     def __enter__(self) -> "ParallelCpuStages":
