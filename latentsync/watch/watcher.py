@@ -860,6 +860,11 @@ class Watcher:
             bad = problem(name)
             if bad is not None:
                 stem = stem_of(name)
+                writing = [n for n in media_of_stem(stem) if n not in ready and n != name]
+                waited = now - (tracked[name].ready_at or now)
+                if writing and not once and waited < self.config.input_wait:
+                    reserved.update([name] + writing)  # its companion is still arriving: they go together
+                    continue
                 companions = [n for n in media_of_stem(stem) if n in ready and n != name]
                 reject(stem, [name] + companions, bad)
 
