@@ -88,21 +88,23 @@ def _sample(image: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarr
     y1 = y0 + F32(1)
     wx0, wx1 = x1 - ix, ix - x0
     wy0, wy1 = y1 - iy, iy - y0
-    in_x0 = (x0 >= 0) & (x0 < width)
-    in_x1 = (x1 >= 0) & (x1 < width)
-    in_y0 = (y0 >= 0) & (y0 < height)
-    in_y1 = (y1 >= 0) & (y1 < height)
-    zero = F32(0)
-    weights = (np.where(in_x0 & in_y0, wx0 * wy0, zero), np.where(in_x1 & in_y0, wx1 * wy0, zero),
-               np.where(in_x0 & in_y1, wx0 * wy1, zero), np.where(in_x1 & in_y1, wx1 * wy1, zero))
-    # the corners' reach, clipped to one pixel of zeros around the image, channel-planar
-    lo_x, hi_x = int(max(x0.min(), -1)), int(min(x0.max() + 1, width))
-    lo_y, hi_y = int(max(y0.min(), -1)), int(min(y0.max() + 1, height))
+    weights = [wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1]
+    # the corners' reach, clipped to one pixel of zeros around the image
+    min_x, max_x, min_y, max_y = float(x0.min()), float(x0.max()), float(y0.min()), float(y0.max())
+    if not (min_x >= 0 and max_x + 1 < width and min_y >= 0 and max_y + 1 < height):
+        # some corners fall outside the image: they get weight zero (grid_sample's zero padding)
+        in_x0, in_x1 = (x0 >= 0) & (x0 < width), (x1 >= 0) & (x1 < width)
+        in_y0, in_y1 = (y0 >= 0) & (y0 < height), (y1 >= 0) & (y1 < height)
+        for k, inside in enumerate((in_x0 & in_y0, in_x1 & in_y0, in_x0 & in_y1, in_x1 & in_y1)):
+            weights[k] = np.where(inside, weights[k], F32(0))
+    lo_x, hi_x = int(max(min_x, -1)), int(min(max_x + 1, width))
+    lo_y, hi_y = int(max(min_y, -1)), int(min(max_y + 1, height))
     if hi_x < lo_x + 1 or hi_y < lo_y + 1:  # all outside
         hi_x, hi_y = lo_x + 1, lo_y + 1
     sub_w = hi_x - lo_x + 1
     channels = image.shape[2] if image.ndim == 3 else 1
-    sub = np.zeros((channels, hi_y - lo_y + 1, sub_w), F32)
+    # channel-planar, in the image's own dtype (uint8 frames gather a quarter of the bytes)
+    sub = np.zeros((channels, hi_y - lo_y + 1, sub_w), image.dtype)
     src_x0, src_x1 = max(lo_x, 0), min(hi_x, width - 1) + 1
     src_y0, src_y1 = max(lo_y, 0), min(hi_y, height - 1) + 1
     if src_x1 > src_x0 and src_y1 > src_y0:
@@ -114,7 +116,7 @@ def _sample(image: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarr
     corners = (nw, nw + 1, nw + sub_w, nw + sub_w + 1)
     value = coverage = None
     for index, weight in zip(corners, weights):
-        term = np.take(planes, index, axis=1) * weight.reshape(1, -1)
+        term = np.take(planes, index, axis=1).astype(F32) * weight.reshape(1, -1)
         value = term if value is None else value + term
         coverage = weight if coverage is None else coverage + weight
     return value.reshape(channels, *ix.shape), coverage
