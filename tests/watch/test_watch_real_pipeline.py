@@ -59,7 +59,8 @@ def test_drop_folder_with_the_small_real_pipeline(tmp_path):
     with av.open(str(outbox / "quick.mp4")) as container:
         frames = sum(1 for _ in container.decode(video=0))
         assert any(stream.type == "audio" for stream in container.streams)
-    with av.open(str(video)) as container:
-        assert frames == sum(1 for _ in container.decode(video=0))
+    # The output is as long as the new audio (one frame per Whisper window, as upstream), not the input
+    # clip: the report says how many frames it wrote.
+    assert frames == report["frames_total"] > 0
     assert sorted(sha256_file(p) for p in (inbox / "done").iterdir()) == originals
     assert not any((outbox / ".staging").iterdir())
