@@ -34,6 +34,7 @@ from loguru import logger
 from .atomic import atomic_write_json
 from .errors import MediaError, OutOfMemoryError
 from .jobs import CancelCallback, JobReport, JobSpec, ProgressCallback
+from .output_safety import check_outputs, contact_sheet_path, report_path
 from .pipeline.lipsync import JobCancelled, PipelineResult  # noqa: F401  (JobCancelled: front ends catch it here)
 from .settings import RunSettings
 
@@ -42,12 +43,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def report_path_for(spec: JobSpec) -> Path:
-    return Path(spec.report) if spec.report else Path(str(spec.output) + ".report.json")
+    return report_path(spec)
 
 
 def _check_inputs(spec: JobSpec) -> None:
     from .video import check_video_output
 
+    check_outputs(spec)  # no output may replace an input or a file this job did not make
     video = Path(spec.video)
     if not video.is_file():
         raise MediaError("input video not found", path=video, hint="check the plan's `video:` path")
@@ -88,7 +90,7 @@ def execute_plan(spec: JobSpec, plan: "RunPlan", *, progress=None, cancel=None) 
                              preset=settings.encoder_preset)
 
     report = run_clip(source, sink_for, plan, weights=spec.weights, job=spec.to_dict(), output=str(spec.output),
-                      contact_sheet=Path(str(spec.output) + ".contact.png") if spec.contact_sheet else None,
+                      contact_sheet=contact_sheet_path(spec) if spec.contact_sheet else None,
                       progress=progress, cancel=cancel)
     atomic_write_json(report_path_for(spec), report.to_dict())
     return report

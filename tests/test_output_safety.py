@@ -105,3 +105,18 @@ def test_ray_task_refuses_before_running(clip):
     result = tasks.run_clip("k", spec(folder).to_dict(), None, lambda *a, **k: calls.append(a))
     assert result["status"] == "failed" and result["error"]["type"] == "OutputConflict" and calls == []
     assert (folder / "out.mp4").read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("field", ["report", "output"])
+def test_run_job_refuses_an_output_over_an_input_before_any_work(clip, monkeypatch, field):
+    """The library entry point (what ComfyUI-side callers and scripts use) checks too, not only the CLI."""
+    from latentsync import runner
+
+    folder, video, audio = clip
+    before = sha256_file(video)
+    monkeypatch.setattr(runner, "run_clip", lambda *a, **k: pytest.fail("no work may start"))
+    job = spec(folder, **{field: video}) if field == "report" else spec(folder, output=video)
+    with pytest.raises(InvalidInputError) as caught:
+        runner.run_job(job)
+    assert str(video) in str(caught.value)
+    assert sha256_file(video) == before
