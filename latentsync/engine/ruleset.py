@@ -246,10 +246,11 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
         matcher = DurableMatcher(stages)
         engine = f"durable-rules ({matcher.ruleset_count} rulesets)"
     except ImportError as error:
-        # durable-rules builds from source and fails on some Pythons (3.13): the rules
-        # still resolve with the built-in evaluator, which the property test holds equal.
-        logger.warning("durable-rules is not importable ({}); evaluating the rules with the built-in evaluator",
-                       error)
+        # durable-rules is the optional `durable` extra (source only: it needs a C compiler).
+        # Without it the rules resolve with the built-in evaluator, which the property test
+        # holds equal: the normal case of a base install, so not a warning.
+        logger.info("durable-rules is not installed ({}); evaluating the rules with the built-in evaluator "
+                    "(pip install \"latentsync-runner[durable]\" to use it)", error)
         matcher = OracleMatcher(stages)
         engine = "built-in evaluator (durable-rules is not importable)"
     except TooLargeForDurable as error:
