@@ -113,8 +113,12 @@ def test_quality_plan_equals_its_fpb16_eager_twin_on_a_clip_with_a_tail(tmp_path
         landmarks.append(FaceLandmarks(points=np.array([[cx - 20, cy - 20], [cx + 20, cy - 20], [cx, cy + 4]]),
                                        confidence=1.0))
     audio = rng.normal(0, 0.1, 14400).astype(np.float32)  # 0.9 s -> 24 output frames
-    _, plan = plan_for_arrays(n_frames=24, fps=25.0, audio_seconds=0.9, weights="random-small", goal="quality")
+    # the plan the rules pick for a long clip (compiled, several chunks per batch on a big GPU),
+    # run on the short one
+    _, plan = plan_for_arrays(n_frames=3000, fps=25.0, audio_seconds=120.0, weights="random-small", goal="quality")
     quality = plan.settings.replace(precision="fp32", tf32=False)
+    print("quality plan:", {k: quality.to_dict()[k] for k in ("compile", "cuda_graphs", "frames_per_batch")})
+    assert quality.frames_per_batch >= 32 or quality.compiles, "the rules picked neither batching nor compile here"
     twin = quality.replace(frames_per_batch=16, compile="off", cuda_graphs=False)
     outputs, stats = [], []
     for settings in (quality, twin):

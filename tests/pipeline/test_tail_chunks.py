@@ -200,3 +200,25 @@ def test_float_faces_at_the_paste_size_are_upstreams_resize(small_unet, small_va
                              antialias=True, align_corners=False).permute(0, 2, 3, 1).numpy()
     assert at_crop.shape == (10, 70, 52, 3) and at_crop.dtype == np.float32
     np.testing.assert_allclose(at_crop, expected, atol=1e-5)
+
+
+def test_short_chunks_run_on_torchs_kernels_and_put_them_back(small_unet, monkeypatch):
+    """plain_kernels: no Triton kernel (compiled per sequence length) and no cuDNN timing for the
+    tail's new shapes, the model's own choice restored afterwards."""
+    from latentsync.models.motion_module import TemporalAttention
+    from latentsync.models.unet_blocks import GEGLU
+    from latentsync.pipeline.face_synthesis import plain_kernels
+
+    attention = [m for m in small_unet.modules() if isinstance(m, TemporalAttention)]
+    geglu = [m for m in small_unet.modules() if isinstance(m, GEGLU)]
+    op, fused = object(), object()  # stand-ins for the Triton kernels
+    for m in attention:
+        monkeypatch.setattr(m, "short_attention", op)
+    for m in geglu:
+        monkeypatch.setattr(m, "fused", fused)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    with plain_kernels(small_unet):
+        assert all(m.short_attention is None for m in attention) and all(m.fused is None for m in geglu)
+        assert torch.backends.cudnn.benchmark is False
+    assert all(m.short_attention is op for m in attention) and all(m.fused is fused for m in geglu)
+    assert torch.backends.cudnn.benchmark is True
