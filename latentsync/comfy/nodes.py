@@ -296,7 +296,7 @@ class LatentSyncAutoOptimize:
                  weights="random-small", weights_path="", images=None, audio=None):
         from ..api import plan_for_arrays
         from ..errors import InvalidInputError, LatentSyncError
-        from ..video.schedule import frames_covering_audio
+        from ..video.schedule import output_frame_count
 
         weights_value = host.resolve_weights(weights, weights_path)
         if fps is None or float(fps) <= 0:
@@ -310,9 +310,11 @@ class LatentSyncAutoOptimize:
             seconds, length_from = float(clip_seconds), "clip_seconds"
         if seconds <= 0:
             raise InvalidInputError(f"clip length must be positive, got {seconds:g} s from {length_from}")
-        # The LatentSync node outputs as many frames as the audio covers (looping or cutting the
-        # source), so with audio connected that is the clip's frame count, not len(images).
-        n_frames = frames_covering_audio(seconds, fps) if audio is not None or images is None else len(images)
+        # The LatentSync node outputs upstream's frame count for the audio (one frame per audio
+        # window, up to 2 more than ceil(seconds x fps); looping or cutting the source), so with
+        # audio connected that is the clip's frame count, not len(images).
+        n_frames = (output_frame_count(int(round(seconds * 16000)), fps) if audio is not None or images is None
+                    else len(images))
 
         info: list[str] = [f"clip: {seconds:.2f} s ({length_from}), {n_frames} output frames at {fps:g} fps"]
         with tempfile.TemporaryDirectory(prefix="latentsync-plan-") as scratch:
