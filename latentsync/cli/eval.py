@@ -1,0 +1,121 @@
+"""`latentsync-eval`: lip-sync scores of a video (StableSyncNet), on the command line.
+
+    latentsync-eval VIDEO [--audio AUDIO] [--weights DIR|random|random-small] [--json OUT]
+
+Scores VIDEO's faces against its own audio track, or against AUDIO when given. `--weights`
+is the folder `latentsync-run fetch-weights` fills (it must hold `stable_syncnet.pt`) or a
+checkpoint file; `random-small` / `random` run the same code on seeded random weights (the
+numbers are then meaningless). Prints a summary; `--json OUT` writes every number
+(`-` for stdout). Definitions: docs/quality.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from loguru import logger
+
+from ..errors import InvalidInputError, LatentSyncError
+
+EXIT_CODES = "exit codes: 0 ok, 1 scoring failed, 2 invalid input (files, weights)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentsync-eval",
+        description="Lip-sync scores of a video: StableSyncNet sync probability, best audio-video offset "
+        "(+-15 frames) and confidence.",
+        epilog=EXIT_CODES,
+    )
+    parser.add_argument("video", metavar="VIDEO", help="the video to score")
+    parser.add_argument("--audio", metavar="AUDIO", help="score against this audio (default: VIDEO's own track)")
+    parser.add_argument("--weights", metavar="DIR", default=None,
+                        help="weights folder holding stable_syncnet.pt, a checkpoint file, or random / random-small "
+                             "(meaningless scores); required")
+    parser.add_argument("--config", default="syncnet_16_pixel_attn",
+                        choices=["syncnet_16_pixel_attn", "syncnet_16_pixel"],
+                        help="the SyncNet architecture of a checkpoint (LatentSync 1.6: syncnet_16_pixel_attn)")
+    parser.add_argument("--json", metavar="OUT", help="write the full result as JSON to OUT ('-': stdout)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--face-backend", default="auto", help="auto, mediapipe or insightface")
+    parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th 16-frame window (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    return parser
+
+
+def _summary(score) -> str:
+    lines = []
+    if score.random_weights:
+        lines.append(f"WARNING: random weights ({score.model}): these numbers are meaningless")
+    lines += [
+        f"model             {score.model}",
+        f"frames            {score.frames} at {score.fps:g} fps; {score.windows} windows scored, "
+        f"{score.skipped_windows} skipped; {score.frames_without_face} frames without a face",
+        f"sync probability  {score.sync_probability:.4f}   (mean cosine similarity at offset 0; > 0.5 in sync)",
+        f"best offset       {score.best_offset:+d} frames   (> 0: the sound lags the picture)",
+        f"min distance      {score.min_distance:.4f}   (mean 1 - cosine at the best offset)",
+        f"confidence        {score.confidence:.4f}   (median minus minimum distance over offsets)",
+        f"time              {score.seconds:.2f} s   ("
+        + ", ".join(f"{name} {seconds:.2f}" for name, seconds in score.stages.items()) + ")",
+    ]
+    return "\n".join(lines)
+
+
+def _check_output(out: str, inputs: Sequence[Optional[str]]) -> None:
+    if out == "-":
+        return
+    target = Path(out).resolve()
+    for given in inputs:
+        if given and Path(given).resolve() == target:
+            raise InvalidInputError("the JSON output would overwrite an input", path=out,
+                                    hint="choose another --json path")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if args.verbose else "WARNING", format="{level: <7} {message}")
+    try:
+        if args.weights is None:
+            raise InvalidInputError(
+                "--weights is required",
+                hint="pass the folder `latentsync-run fetch-weights DIR` filled (it holds stable_syncnet.pt), "
+                "or --weights random-small to exercise the code path",
+            )
+        _check_output(args.json, [args.video, args.audio]) if args.json else None
+        from ..quality.sync import SyncScorer
+
+        scorer = SyncScorer.from_weights(args.weights, device=args.device, config=args.config, seed=args.seed,
+                                         face_backend=args.face_backend)
+        score = scorer.score_video(args.video, args.audio, stride=args.stride)
+        data = {"video": str(args.video), "audio": str(args.audio) if args.audio else None, **score.to_dict()}
+        if args.json == "-":
+            print(json.dumps(data, indent=1))
+        else:
+            print(_summary(score))
+            if args.json:
+                from ..atomic import atomic_write_text
+
+                atomic_write_text(args.json, json.dumps(data, indent=1) + "\n")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except LatentSyncError as error:
+        if args.verbose:
+            logger.exception("failed")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # noqa: BLE001 — one clear line, not a traceback
+        if args.verbose:
+            logger.exception("failed")
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
