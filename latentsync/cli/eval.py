@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="DIR", default=None,
                         help="weights folder holding stable_syncnet.pt, a checkpoint file, or random / random-small "
                              "(meaningless scores); required")
-    parser.add_argument("--config", default="syncnet_16_pixel_attn",
-                        choices=["syncnet_16_pixel_attn", "syncnet_16_pixel"],
-                        help="the SyncNet architecture of a checkpoint (LatentSync 1.6: syncnet_16_pixel_attn)")
+    parser.add_argument("--config", default="auto", choices=["auto", "syncnet_16_pixel_attn", "syncnet_16_pixel"],
+                        help="the SyncNet architecture of a checkpoint (default: told from its keys; "
+                             "LatentSync 1.6: syncnet_16_pixel_attn)")
     parser.add_argument("--json", metavar="OUT", help="write the full result as JSON to OUT ('-': stdout)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--face-backend", default="auto", help="auto, mediapipe or insightface")

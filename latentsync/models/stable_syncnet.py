@@ -346,18 +346,27 @@ def check_syncnet_keys(
     raise CheckpointError("checkpoint does not fit the SyncNet config: " + "; ".join(problems), path=path, hint=hint)
 
 
+def config_for_keys(keys) -> str:
+    """`syncnet_16_pixel_attn` when the checkpoint has attention blocks, else `syncnet_16_pixel`
+    (the two upstream pixel-space configs; the key check then confirms every shape)."""
+    return "syncnet_16_pixel_attn" if any(".attn." in key for key in keys) else "syncnet_16_pixel"
+
+
 def load_syncnet_checkpoint(
     path, config: Mapping[str, Any] | str = "syncnet_16_pixel_attn", *, device="cpu", dtype: torch.dtype = torch.float32
 ) -> StableSyncNet:
     """Build the SyncNet from `config` and load `path` strictly (torch `weights_only`, or safetensors).
 
     `stable_syncnet.pt` is a torch dict holding the tensors under `"state_dict"`; a bare state
-    dict or a .safetensors file works too. A missing, empty, unsafe or mismatched file raises
+    dict or a .safetensors file works too. `config="auto"` picks the upstream config by whether
+    the checkpoint has attention blocks (`config_for_keys`). A missing, empty, unsafe or mismatched file raises
     CheckpointError naming it. Returns the model in eval mode on `device` / `dtype`.
     """
     from .unet_loading import read_state_dict
 
     state_dict = read_state_dict(path)
+    if config == "auto":
+        config = config_for_keys(state_dict)
     model = StableSyncNet.from_config(config, meta=True)
     check_syncnet_keys({key: value.shape for key, value in state_dict.items()}, model.config, path=str(path))
     converted = {key: value.to(device=device, dtype=dtype) for key, value in state_dict.items()}

@@ -50,7 +50,7 @@ from .mel import (
 )
 
 SYNCNET_FILE = "stable_syncnet.pt"
-DEFAULT_CONFIG = "syncnet_16_pixel_attn"
+DEFAULT_CONFIG = "syncnet_16_pixel_attn"  # random full weights; checkpoints default to "auto"
 ALIGN_RESOLUTION = 256
 MAX_OFFSET = 15
 RANDOM_SYNCNETS = {"random": DEFAULT_CONFIG, "random-small": "small"}
@@ -160,7 +160,7 @@ class SyncScorer:
 
     @classmethod
     def from_weights(cls, weights: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                     config: Mapping[str, Any] | str = DEFAULT_CONFIG, seed: int = 0, **kwargs) -> "SyncScorer":
+                     config: Mapping[str, Any] | str = "auto", seed: int = 0, **kwargs) -> "SyncScorer":
         """`random` / `random-small` (seeded, meaningless scores), a weights folder holding
         `stable_syncnet.pt` (what `fetch-weights` fills), or a checkpoint file."""
         spec = str(weights)

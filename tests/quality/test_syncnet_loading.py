@@ -57,3 +57,17 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"state_dict": {"x": _Payload()}}, path, pickle_module=pickle)
     with pytest.raises(CheckpointError):
         load_syncnet_checkpoint(path, "small")
+
+
+def test_auto_config_follows_the_attention_keys(full_manifest):
+    from latentsync.models.stable_syncnet import config_for_keys
+
+    assert config_for_keys(full_manifest["configs"]["syncnet_16_pixel_attn"]["state_dict"]) == "syncnet_16_pixel_attn"
+    assert config_for_keys(full_manifest["configs"]["syncnet_16_pixel"]["state_dict"]) == "syncnet_16_pixel"
+
+
+def test_auto_config_rejects_a_small_checkpoint_clearly(tmp_path, small_model):
+    path = tmp_path / "stable_syncnet.pt"
+    torch.save({"state_dict": small_model.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_syncnet_checkpoint(path, "auto")
