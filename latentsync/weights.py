@@ -42,6 +42,7 @@ RANDOM_WEIGHTS = {
 
 UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = Path("whisper") / "tiny.pt"
+SYNCNET_FILE = "stable_syncnet.pt"  # StableSyncNet, for sync scores (latentsync.quality); not needed to run
 VAE_DIR = "vae"
 VERSION_FILE = "version.txt"  # written by fetch_weights; users write one to say what a folder holds
 
@@ -349,8 +350,10 @@ def fetch_weights(dest: Path, *, version: str = "1.6", snapshot_download=None) -
     dest.mkdir(parents=True, exist_ok=True)
     logger.info("fetching LatentSync {} into {}", version, dest)
     snapshot_download(
-        repo_id=HUB_REPOS[version], local_dir=str(dest), allow_patterns=[UNET_FILE, str(WHISPER_FILE)]
+        repo_id=HUB_REPOS[version], local_dir=str(dest), allow_patterns=[UNET_FILE, str(WHISPER_FILE), SYNCNET_FILE]
     )
+    if not (dest / SYNCNET_FILE).is_file():
+        logger.warning("{} holds no {}: lip-sync scores (latentsync-eval) will need it", HUB_REPOS[version], SYNCNET_FILE)
     snapshot_download(
         repo_id=HUB_VAE_REPO,
         local_dir=str(dest / VAE_DIR),

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, InvalidInputError, MediaError
+from ..weights import SYNCNET_FILE
 from ..models.stable_syncnet import (
     StableSyncNet,
     load_syncnet_checkpoint,
@@ -49,7 +50,6 @@ from .mel import (
     syncnet_melspectrogram,
 )
 
-SYNCNET_FILE = "stable_syncnet.pt"
 DEFAULT_CONFIG = "syncnet_16_pixel_attn"  # random full weights; checkpoints default to "auto"
 ALIGN_RESOLUTION = 256
 MAX_OFFSET = 15
