@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "LatentSync 1.6: syncnet_16_pixel_attn)")
     parser.add_argument("--json", metavar="OUT", help="write the full result as JSON to OUT ('-': stdout)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="SyncNet precision (upstream runs it in float16 on GPUs; default float32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per SyncNet call (default 8)")
     parser.add_argument("--face-backend", default="auto", help="auto, mediapipe or insightface")
     parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th 16-frame window (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
@@ -89,8 +92,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _check_output(args.json, [args.video, args.audio]) if args.json else None
         from ..quality.sync import SyncScorer
 
-        scorer = SyncScorer.from_weights(args.weights, device=args.device, config=args.config, seed=args.seed,
-                                         face_backend=args.face_backend)
+        import torch
+
+        if args.batch_size < 1:
+            raise InvalidInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+        scorer = SyncScorer.from_weights(args.weights, device=args.device, dtype=getattr(torch, args.dtype),
+                                         config=args.config, seed=args.seed, face_backend=args.face_backend,
+                                         batch_size=args.batch_size)
         score = scorer.score_video(args.video, args.audio, stride=args.stride)
         data = {"video": str(args.video), "audio": str(args.audio) if args.audio else None, **score.to_dict()}
         if args.json == "-":

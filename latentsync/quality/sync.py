@@ -15,8 +15,9 @@ What is measured (docs/quality.md has the full definitions):
   sound lags the picture).
 - `sync_probability`: the mean cosine similarity at offset 0 (upstream uses the similarity
   itself as the probability of being in sync; > 0.5 counts as in sync).
-- `distance_by_offset[o]`: the mean distance at offset o over the windows whose shifted audio
-  window lies inside the track. `best_offset` minimises it, `min_distance` is that minimum, and
+- `distance_by_offset[o]`: the mean distance at offset o over the windows that have audio at
+  every offset (all offsets averaged over the same windows), or, when no window has (a clip
+  shorter than 16 + 2 x 15 frames), over the windows whose shifted audio lies in the track. `best_offset` minimises it, `min_distance` is that minimum, and
   `confidence` = median(distance_by_offset) - min_distance, in the spirit of SyncNet's LSE-C.
   These are StableSyncNet scores, not LSE-C / LSE-D (those use the original SyncNet).
 - Windows holding a frame without a face are skipped (counted in `skipped_windows`).
@@ -94,15 +95,21 @@ def offset_distances(
 
     visual: (W, C) normalised embeddings of the windows starting at `window_starts`;
     audio: (A, C) normalised embeddings of the audio windows starting at frames `audio_starts`.
-    An offset with no valid pair gets NaN. Returns (offsets, distances, similarity_at_zero)
+    The offsets are compared on the windows that have audio at every offset when there are any
+    (so each offset is averaged over the same windows), else on every window with audio at that
+    offset; an offset with no valid pair gets NaN. Returns (offsets, distances, similarity_at_zero)
     where similarity_at_zero is NaN for windows without audio at offset 0.
     """
     index_of = {int(start): row for row, start in enumerate(audio_starts)}
     similarity = visual @ audio.T  # (W, A): cosines of unit vectors
     offsets = list(range(-max_offset, max_offset + 1))
     distances = np.full(len(offsets), np.nan)
+    # Compare every offset on the same windows when some window has audio at every offset;
+    # otherwise (a clip shorter than 16 + 2 * max_offset frames) on those that have it.
+    common = [w for w, k in enumerate(window_starts) if all((k + o) in index_of for o in offsets)]
+    used = common if common else list(range(len(window_starts)))
     for column, offset in enumerate(offsets):
-        rows = [(w, index_of[k + offset]) for w, k in enumerate(window_starts) if (k + offset) in index_of]
+        rows = [(w, index_of[window_starts[w] + offset]) for w in used if (window_starts[w] + offset) in index_of]
         if rows:
             w_index, a_index = zip(*rows)
             distances[column] = float(np.mean(1.0 - similarity[list(w_index), list(a_index)]))

@@ -31,6 +31,25 @@ def test_planted_offset_is_found():
     assert np.all(at_zero < 1.0 - 1e-6)
 
 
+def test_offsets_compare_the_same_windows_when_possible():
+    """Windows 0..29 with audio frames 0..49: windows 15..34 exist at every offset +-15; the window
+    whose audio is off by 3 is only among the others, so only the common ones decide."""
+    rng = np.random.default_rng(2)
+    base = _unit(np.abs(rng.normal(size=(100, 32))))
+    window_starts = list(range(0, 30))
+    audio_starts = list(range(0, 50))
+    visual = base[window_starts]
+    audio = base[audio_starts]
+    offsets, distances, _ = offset_distances(visual, audio, window_starts, audio_starts, 15)
+    common = [k for k in window_starts if k - 15 >= 0 and k + 15 <= 49]
+    assert common == list(range(15, 30))
+    sims = visual @ audio.T
+    for column, offset in enumerate(offsets):
+        expected = np.mean([1.0 - sims[k, k + offset] for k in common])
+        assert distances[column] == pytest.approx(expected)
+    assert summarise(offsets, distances)[0] == 0
+
+
 def test_offsets_without_audio_are_ignored_and_ties_go_to_zero():
     offsets = [-2, -1, 0, 1, 2]
     distances = np.array([np.nan, 0.2, 0.2, 0.5, np.nan])
@@ -142,3 +161,12 @@ def test_random_full_config_reads_256_px_crops():
 
     assert crop_resolution_of(StableSyncNet.from_config("syncnet_16_pixel_attn", meta=True).config) == 256
     assert crop_resolution_of(StableSyncNet.from_config("small", meta=True).config) == 32
+
+
+def test_lower_precision_runs_and_stays_close(scorer, clip):
+    crops, samples = clip
+    half = SyncScorer.from_weights("random-small", seed=5, dtype=torch.bfloat16)
+    reference = scorer.score_crops(crops[:20], samples, stride=4)
+    low = half.score_crops(crops[:20], samples, stride=4)
+    assert low.window_starts == reference.window_starts
+    assert low.sync_probability == pytest.approx(reference.sync_probability, abs=0.05)
