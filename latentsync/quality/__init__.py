@@ -8,6 +8,7 @@
 `random-small` / `random` give seeded random weights: the code path is real, the numbers
 are meaningless. Definitions: latentsync/quality/sync.py and docs/quality.md.
 """
+from .report import SyncEvaluation, evaluate_sync, sync_drop, sync_table
 from .sync import (
     MAX_OFFSET,
     SYNCNET_FILE,
@@ -18,4 +19,5 @@ from .sync import (
     summarise,
 )
 
-__all__ = ["MAX_OFFSET", "SYNCNET_FILE", "SyncScore", "SyncScorer", "offset_distances", "score_video", "summarise"]
+__all__ = ["MAX_OFFSET", "SYNCNET_FILE", "SyncEvaluation", "SyncScore", "SyncScorer", "evaluate_sync",
+           "offset_distances", "score_video", "summarise", "sync_drop", "sync_table"]
