@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ from .mel import (
 DEFAULT_CONFIG = "syncnet_16_pixel_attn"  # random full weights; checkpoints default to "auto"
 ALIGN_RESOLUTION = 256
 MAX_OFFSET = 15
+VIDEO_CHUNK_FRAMES = 32
 RANDOM_SYNCNETS = {"random": DEFAULT_CONFIG, "random-small": "small"}
 
 
@@ -143,6 +144,14 @@ def crop_resolution_of(config: Mapping[str, Any]) -> int:
     return 2 * rows
 
 
+def stack_lower_halves(lower: torch.Tensor) -> torch.Tensor:
+    """(16, res/2, res, 3) uint8 lower halves -> (48, res/2, res) float32: the same numbers as
+    `stack_frames` of the full crops (x / 255, (x - 0.5) / 0.5, channel 3f + c)."""
+    x = (lower.float() / 255.0 - 0.5) / 0.5
+    frames, height, width, _ = x.shape
+    return x.permute(0, 3, 1, 2).reshape(frames * 3, height, width)
+
+
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -189,47 +198,63 @@ class SyncScorer:
 
     # -- the parts -------------------------------------------------------------------------------
 
-    def aligned_lower_faces(self, frames_rgb: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, res, res, 3) uint8 aligned crops at the SyncNet's size, and (N,) has-face flags."""
+    def aligned_lower_faces(self, frames_rgb: Iterable[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower halves (N, res/2, res, 3) uint8 of the aligned crops at the SyncNet's size, and (N,)
+        has-face flags. `frames_rgb`: an (N, H, W, 3) array, or an iterable of such chunks (a video
+        streams through; only the lower halves are kept)."""
         import cv2
 
         from ..faces import FaceAligner, get_face_backend
 
+        if isinstance(frames_rgb, np.ndarray):
+            frames_rgb = [frames_rgb[i : i + 16] for i in range(0, len(frames_rgb), 16)]
         aligner = FaceAligner(resolution=ALIGN_RESOLUTION)
         res = self.crop_resolution
-        crops = np.empty((len(frames_rgb), res, res, 3), dtype=np.uint8)
-        has_face = np.zeros(len(frames_rgb), dtype=bool)
+        lower: list[np.ndarray] = []
+        has_face: list[np.ndarray] = []
         with get_face_backend(self.face_backend) as backend:
-            for start in range(0, len(frames_rgb), 16):
-                chunk = np.ascontiguousarray(np.stack(frames_rgb[start : start + 16]))
+            for chunk in frames_rgb:
+                chunk = np.ascontiguousarray(chunk)
                 aligned = aligner.align(chunk, backend.detect_batch(chunk))
                 faces = aligned.faces
                 if res != ALIGN_RESOLUTION:
                     faces = np.stack([cv2.resize(face, (res, res), interpolation=cv2.INTER_AREA) for face in faces])
-                crops[start : start + len(faces)] = faces
-                has_face[start : start + len(faces)] = aligned.has_face
-        return crops, has_face
+                lower.append(np.ascontiguousarray(faces[:, res // 2 :]))
+                has_face.append(aligned.has_face)
+        if not lower:
+            return np.zeros((0, res // 2, res, 3), dtype=np.uint8), np.zeros(0, dtype=bool)
+        return np.concatenate(lower), np.concatenate(has_face)
 
     @torch.no_grad()
-    def _embed(self, tower, inputs: list[torch.Tensor]) -> np.ndarray:
+    def _embed(self, tower, count: int, batch_of) -> np.ndarray:
+        """Normalised embeddings of `count` inputs; `batch_of(i, j)` builds inputs i..j-1 (so only
+        one batch of float inputs exists at a time)."""
         device = _device_of(self.model)
         dtype = next(self.model.parameters()).dtype
         out = []
-        for start in range(0, len(inputs), self.batch_size):
-            batch = torch.stack(inputs[start : start + self.batch_size]).to(device=device, dtype=dtype)
+        for start in range(0, count, self.batch_size):
+            batch = batch_of(start, min(count, start + self.batch_size)).to(device=device, dtype=dtype)
             out.append(torch.nn.functional.normalize(tower(batch).float(), dim=1).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+        return torch.cat(out).double().numpy()
 
     def score_crops(self, crops: np.ndarray, samples: np.ndarray, *, fps: float = 25.0,
                     has_face: np.ndarray | None = None, stride: int = 1) -> SyncScore:
         """Score aligned face crops (N, res, res, 3) uint8 RGB against 16 kHz mono samples."""
-        started = time.perf_counter()
         crops = np.asarray(crops)
-        if crops.ndim != 4 or crops.shape[1:] != (self.crop_resolution, self.crop_resolution, 3):
-            raise InvalidInputError(
-                f"crops must be (N, {self.crop_resolution}, {self.crop_resolution}, 3), got {crops.shape}"
-            )
-        n = len(crops)
+        res = self.crop_resolution
+        if crops.ndim != 4 or crops.shape[1:] != (res, res, 3):
+            raise InvalidInputError(f"crops must be (N, {res}, {res}, 3), got {crops.shape}")
+        return self.score_lower_halves(crops[:, res // 2 :], samples, fps=fps, has_face=has_face, stride=stride)
+
+    def score_lower_halves(self, lower: np.ndarray, samples: np.ndarray, *, fps: float = 25.0,
+                           has_face: np.ndarray | None = None, stride: int = 1) -> SyncScore:
+        """Score the lower halves (N, res/2, res, 3) uint8 RGB of aligned crops against 16 kHz mono samples."""
+        started = time.perf_counter()
+        lower = np.asarray(lower)
+        res = self.crop_resolution
+        if lower.ndim != 4 or lower.shape[1:] != (res - res // 2, res, 3):
+            raise InvalidInputError(f"lower halves must be (N, {res - res // 2}, {res}, 3), got {lower.shape}")
+        n = len(lower)
         if n < WINDOW_FRAMES:
             raise MediaError(f"{n} frames: need at least {WINDOW_FRAMES} to score lip sync")
         has_face = np.ones(n, dtype=bool) if has_face is None else np.asarray(has_face, dtype=bool)
@@ -250,16 +275,20 @@ class SyncScorer:
         audio_starts = sorted(
             {k + o for k in starts for o in range(-self.max_offset, self.max_offset + 1) if audio_ok(k + o)}
         )
-        crops_t = torch.from_numpy(crops)
-        visual_inputs = [stack_frames(crops_t[k : k + WINDOW_FRAMES][None])[0] for k in starts]
+        lower_t = torch.from_numpy(lower)
         mel_t = torch.from_numpy(mel.astype(np.float32))
-        audio_inputs = [
-            mel_t[:, mel_window_start(k, fps) : mel_window_start(k, fps) + MEL_WINDOW_COLUMNS][None] for k in audio_starts
-        ]
+
+        def visual_batch(i: int, j: int) -> torch.Tensor:
+            return torch.stack([stack_lower_halves(lower_t[k : k + WINDOW_FRAMES]) for k in starts[i:j]])
+
+        def audio_batch(i: int, j: int) -> torch.Tensor:
+            picked = [mel_window_start(k, fps) for k in audio_starts[i:j]]
+            return torch.stack([mel_t[:, c : c + MEL_WINDOW_COLUMNS][None] for c in picked])
+
         prepared = time.perf_counter()
-        visual = self._embed(self.model.visual_encoder, visual_inputs)
+        visual = self._embed(self.model.visual_encoder, len(starts), visual_batch)
         visual_done = time.perf_counter()
-        audio = self._embed(self.model.audio_encoder, audio_inputs)
+        audio = self._embed(self.model.audio_encoder, len(audio_starts), audio_batch)
         audio_done = time.perf_counter()
         offsets, distances, at_zero = offset_distances(visual, audio, starts, audio_starts, self.max_offset)
         best, minimum, confidence = summarise(offsets, distances)
@@ -288,11 +317,12 @@ class SyncScorer:
         )
 
     def score_arrays(self, frames_rgb, samples: np.ndarray, *, fps: float = 25.0, stride: int = 1) -> SyncScore:
-        """Score decoded RGB frames (N, H, W, 3) uint8 against 16 kHz mono samples."""
+        """Score decoded RGB frames (N, H, W, 3) uint8, or an iterable of such chunks, against
+        16 kHz mono samples."""
         started = time.perf_counter()
-        crops, has_face = self.aligned_lower_faces(frames_rgb)
+        lower, has_face = self.aligned_lower_faces(frames_rgb)
         faces_done = time.perf_counter()
-        score = self.score_crops(crops, samples, fps=fps, has_face=has_face, stride=stride)
+        score = self.score_lower_halves(lower, samples, fps=fps, has_face=has_face, stride=stride)
         stages = {"faces": faces_done - started, **score.stages}
         return _replace_timing(score, time.perf_counter() - started, stages)
 
@@ -303,14 +333,30 @@ class SyncScorer:
 
         started = time.perf_counter()
         samples = load_audio(audio if audio is not None else video, sample_rate=SAMPLE_RATE)
+        audio_done = time.perf_counter()
+        decode_seconds = 0.0
         with VideoReader(video) as reader:
             fps = reader.info.fps_float
-            frames = list(reader)
-        if not frames:
+
+            def chunks():  # streams the video: only the aligned lower halves are kept
+                nonlocal decode_seconds
+                iterator = iter(reader.chunks(VIDEO_CHUNK_FRAMES))
+                while True:
+                    tick = time.perf_counter()
+                    chunk = next(iterator, None)
+                    decode_seconds += time.perf_counter() - tick
+                    if chunk is None:
+                        return
+                    yield chunk.frames
+
+            faces_started = time.perf_counter()
+            lower, has_face = self.aligned_lower_faces(chunks())
+            faces_done = time.perf_counter()
+        if len(lower) == 0:
             raise MediaError("video holds no frames", path=str(video))
-        decoded = time.perf_counter()
-        score = self.score_arrays(frames, samples, fps=fps, stride=stride)
-        stages = {"decode": decoded - started, **score.stages}
+        score = self.score_lower_halves(lower, samples, fps=fps, has_face=has_face, stride=stride)
+        stages = {"audio": audio_done - started, "decode": decode_seconds,
+                  "faces": faces_done - faces_started - decode_seconds, **score.stages}
         return _replace_timing(score, time.perf_counter() - started, stages)
 
 

@@ -170,3 +170,24 @@ def test_lower_precision_runs_and_stays_close(scorer, clip):
     low = half.score_crops(crops[:20], samples, stride=4)
     assert low.window_starts == reference.window_starts
     assert low.sync_probability == pytest.approx(reference.sync_probability, abs=0.05)
+
+
+def test_lower_halves_stack_like_upstream_frames():
+    from latentsync.quality.sync import stack_lower_halves
+
+    rng = np.random.default_rng(4)
+    crops = torch.from_numpy(rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8))
+    assert torch.equal(stack_lower_halves(crops[:, 16:]), stack_frames(crops[None])[0])
+
+
+def test_chunked_frames_give_the_same_faces(scorer):
+    """Frames in chunks of any size: the same aligned lower halves (the video streams through)."""
+    from latentsync.paths import examples_dir
+    from latentsync.video.reader import VideoReader
+
+    with VideoReader(examples_dir() / "assets" / "quickstart.mp4") as reader:
+        frames = np.stack([frame for _, frame in zip(range(20), reader)])
+    whole, faces_whole = scorer.aligned_lower_faces(frames)
+    parts, faces_parts = scorer.aligned_lower_faces([frames[:7], frames[7:8], frames[8:]])
+    assert whole.shape == (20, 16, 32, 3) and faces_whole.all()
+    assert np.array_equal(whole, parts) and np.array_equal(faces_whole, faces_parts)
