@@ -63,12 +63,24 @@ def synthetic_frames(n: int, width: int, height: int) -> np.ndarray:
     return frames
 
 
+def _encoder_settings() -> dict:
+    """The output encoder settings a run uses by default (the rules' encoder_crf and encoder_preset)."""
+    from latentsync.testing.pipeline_helpers import default_settings
+
+    defaults = default_settings()
+    return {"crf": defaults.encoder_crf, "preset": defaults.encoder_preset}
+
+
+ENCODER = _encoder_settings()
+
+
 def chunks_of(frames: np.ndarray) -> list[np.ndarray]:
     return [frames[i : i + CHUNK] for i in range(0, len(frames), CHUNK)]
 
 
 class FacesStage:
-    """Landmarks on `workers` threads + alignment with warps on a pool, as runner.run_pipeline does it."""
+    """Landmarks on `workers` threads + alignment with warps on a pool, as the pipeline's
+    ParallelCpuStages does it (latentsync.pipeline.lipsync)."""
 
     def __init__(self, workers: int, face_backend: str):
         self.workers = workers
@@ -94,7 +106,7 @@ class PasteStage:
 
     def run(self, chunks, aligned, encode_to: Path | None, encoder_options=None):
         height, width = chunks[0].shape[1:3]
-        writer = VideoWriter(encode_to, width=width, height=height, fps=Fraction(FPS),
+        writer = VideoWriter(encode_to, width=width, height=height, fps=Fraction(FPS), **ENCODER,
                              encoder_options=encoder_options) if encode_to else None
         try:
             for frames, faces in zip(chunks, aligned):
@@ -186,7 +198,8 @@ def encode_only(frames: np.ndarray, path: Path, encoder_options=None) -> None:
     """The writer alone (RGB -> yuv420p, libx264, mp4), as the pipeline's sink runs it."""
     height, width = frames.shape[1:3]
     try:
-        with VideoWriter(path, width=width, height=height, fps=Fraction(FPS), encoder_options=encoder_options) as writer:
+        with VideoWriter(path, width=width, height=height, fps=Fraction(FPS), **ENCODER,
+                         encoder_options=encoder_options) as writer:
             writer.write_frames(frames)
     finally:
         path.unlink(missing_ok=True)
@@ -234,6 +247,7 @@ def main(argv=None) -> int:
         "frames": args.frames,
         "face_backend": args.face_backend,
         "x264": encode,
+        "encoder": ENCODER,
         "rows": rows,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }

@@ -1,12 +1,19 @@
 """End-to-end seconds per video-second: decode, faces, GPU, paste-back, encode.
 
 Makes a 1280x720 25 fps clip (the astronaut photo, gently moving, on a larger
-canvas) with speech-like audio, then runs the real streaming pipeline
-(`latentsync.runner.run_pipeline`) with each preset's settings and reports wall
+canvas) with speech-like audio, then runs it through the user's run path
+(`latentsync.runner.run_clip`: the plan's settings -> `LipSyncPipeline` -> job
+report, as `latentsync-run` does) with each preset's settings and reports wall
 seconds per video-second, per-stage busy seconds, the GPU's busy fraction, peak
 VRAM, and each preset's deviation from quality mode (PSNR of the lower-face
 region against the quality output on the same inputs; random weights, so this
 measures how far a fast mode drifts from the full computation, not real quality).
+
+A preset runs as a run plan: `rules:<goal>` is the plan the rules resolve here;
+a PRESETS name is the BASE settings plus the preset's, every one of them a user
+override of the rules (settings not named come from rules/v1/00_defaults.yaml).
+Out of memory is a result (the row records it) unless --oom-ladder lets the
+plan step down its own fallback ladder first, as a user's run would.
 
     python benchmarks/e2e_pipeline.py --seconds 10 --weights random --json benchmarks/results/e2e.json
     python benchmarks/e2e_pipeline.py --seconds 2 --weights random-small --device cpu --presets draft
@@ -26,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentsync.jobs import JobSpec  # noqa: E402
-from latentsync.runner import run_pipeline  # noqa: E402
+from latentsync.pipeline.clips import FileClipSource, VideoFileSink  # noqa: E402
+from latentsync.runner import run_clip  # noqa: E402
 
 BASE = dict(
     device="cuda", precision="fp16", resolution=512, scheduler="ddim", steps=20, guidance_scale=1.5,
@@ -82,23 +90,64 @@ PRESETS["preview_dc3"] = dict(PRESETS["preview_dc3_compiled"], compile="off")
 PRESETS["balanced_dpmpp10_cfg30"] = dict(PRESETS["balanced_dpmpp10_cfg30_compiled"], compile="off")
 
 
-def resolve_preset(name: str, seconds: float, weights: str) -> tuple[dict, dict | None]:
+def resolve_preset(name: str, seconds: float, weights: str):
     """A PRESETS name, or `rules:<goal>[+setting=value...]`: the plan rules/ resolves for this
-    machine (GPU probed, clip facts pinned), optionally with overrides. Returns (settings, plan)."""
+    machine (GPU probed, clip facts pinned), optionally with overrides. Returns (settings, plan):
+    every setting's value (a PRESETS name: BASE + the preset over the rules' defaults) and, for
+    `rules:`, the resolved RunPlan (None for PRESETS)."""
     if not name.startswith("rules:"):
-        return dict(BASE, **PRESETS[name]), None
-    import yaml
+        from latentsync.testing.pipeline_helpers import default_settings
 
-    from latentsync.api import plan_for_arrays
+        return default_settings(**dict(BASE, **PRESETS[name])).to_dict(), None
+    import yaml
 
     goal, *pairs = name[len("rules:"):].split("+")
     overrides = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
         overrides[key] = yaml.safe_load(value)
+    plan = plan_for(seconds, weights, goal, overrides)
+    return plan.settings.to_dict(), plan
+
+
+def plan_for(seconds: float, weights: str, goal: str, overrides: dict):
+    """The RunPlan the rules resolve for a clip of `seconds` here, with `overrides` (the user wins)."""
+    from latentsync.api import plan_for_arrays
+
     _, plan = plan_for_arrays(n_frames=int(round(seconds * 25)), fps=25.0, audio_seconds=seconds, weights=weights,
                               goal=goal, overrides=overrides)
-    return dict(plan.settings), plan.to_dict()
+    return plan
+
+
+def run_plan_for(settings: dict, resolved, seconds: float, weights: str, *, oom_ladder: bool):
+    """The RunPlan a preset runs as: a `rules:` preset's resolved plan with this run's changes
+    (--device, --cpu-workers) on top; a PRESETS name as a plan whose every setting is a user
+    override. Without `oom_ladder` the plan has no fallback steps: out of memory ends the run
+    (a result here). The settings are validated like any plan's (RunSettings)."""
+    from dataclasses import replace
+
+    from latentsync.settings import RunSettings
+
+    if resolved is not None:
+        plan = replace(resolved, settings=RunSettings.from_mapping(settings, where="benchmark preset"))
+    else:
+        plan = plan_for(seconds, weights, "quality", settings)
+        if plan.settings.to_dict() != settings:  # the user's values always win
+            changed = {k: (v, plan.settings[k]) for k, v in settings.items() if plan.settings[k] != v}
+            raise ValueError(f"the plan does not run the preset's settings: {changed}")
+    return plan if oom_ladder else replace(plan, fallbacks=[])
+
+
+def run_preset(plan, video: Path, audio: Path, output: Path, weights: str):
+    """One clip through latentsync.runner.run_clip (as run_job runs it); returns its JobReport."""
+    source = FileClipSource(video, audio)
+
+    def sink_for(settings):
+        return VideoFileSink(output, inputs=source.protected_paths(), crf=settings.encoder_crf,
+                             preset=settings.encoder_preset)
+
+    spec = JobSpec(video=video, audio=audio, output=output, weights=weights)
+    return run_clip(source, sink_for, plan, weights=weights, job=spec.to_dict(), output=str(output))
 
 
 def make_clip(folder: Path, seconds: float, width: int, height: int) -> tuple[Path, Path]:
@@ -164,6 +213,9 @@ def main(argv=None):
                         help="run each preset once on a clip this long first (compile, cuDNN autotune), untimed")
     parser.add_argument("--cpu-workers", type=int, default=None,
                         help="threads per CPU stage for every preset (default: the preset's value; 1 for PRESETS)")
+    parser.add_argument("--oom-ladder", action="store_true",
+                        help="on out of memory, step down the plan's fallback ladder (as a user's run does) "
+                             "instead of recording the failure")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/e2e.json"))
     args = parser.parse_args(argv)
 
@@ -181,43 +233,51 @@ def main(argv=None):
                "runs": []}
     outputs = {}
     for name in [p for p in args.presets.split(",") if p]:
-        settings, plan = resolve_preset(name, args.seconds, args.weights)
+        settings, resolved = resolve_preset(name, args.seconds, args.weights)
         if args.cpu_workers is not None:
             settings["cpu_workers"] = args.cpu_workers
         if args.device:
             settings["device"] = args.device
         if settings["device"] == "cpu":
             settings["precision"] = "fp32"
+        if settings["compile"] == "off":
+            settings["cuda_graphs"] = False  # CUDA graphs replay compiled code (a plan may not ask for both)
         out = args.workdir / f"out_{name}.mp4"
+        try:
+            plan = run_plan_for(settings, resolved, args.seconds, args.weights, oom_ladder=args.oom_ladder)
+        except Exception as exc:  # a preset the rules refuse (an invalid combination) is a result too
+            results["runs"].append({"preset": name, "settings": settings, "error": repr(exc)[:400]})
+            print(f"{name:18s} INVALID {exc!r}"[:200])
+            continue
         if args.warmup_seconds > 0:
             warm_video, warm_audio = make_clip(args.workdir, args.warmup_seconds, args.width, args.height)
-            warm = JobSpec(video=warm_video, audio=warm_audio, output=args.workdir / "warmup.mp4", weights=args.weights)
             warm_start = time.perf_counter()
-            run_pipeline(warm, dict(settings))
+            run_preset(plan, warm_video, warm_audio, args.workdir / "warmup.mp4", args.weights)
             warmup_s = time.perf_counter() - warm_start
             print(f"{name:18s} warm-up {warmup_s:.1f} s (untimed)", flush=True)
         else:
             warmup_s = None
-        spec = JobSpec(video=video, audio=audio, output=out, weights=args.weights)
         start = time.perf_counter()
         try:
-            result = run_pipeline(spec, settings)
+            report = run_preset(plan, video, audio, out, args.weights)
         except Exception as exc:  # an OOM under a memory cap is a result
             results["runs"].append({"preset": name, "settings": settings, "error": repr(exc)[:400]})
             print(f"{name:18s} FAILED {exc!r}"[:200])
             continue
         wall = time.perf_counter() - start
-        timings = result.timings
+        timings = report.timings  # the job report's: load_models (run_clip) + the pipeline's stages
         steady = wall - timings.get("load_models", 0.0)
         outputs[name] = out
-        run = {"preset": name, "settings": settings, "warmup_s": warmup_s, "wall_s": wall, "wall_s_without_model_load": steady,
-               "s_per_video_s": steady / result.video_seconds, "timings": timings,
-               "gpu_busy_fraction": timings.get("gpu", 0.0) / steady if steady else None,
-               "peak_vram_gib": result.peak_vram_gib, "frames": result.frames_total, "stats": result.stats,
-               "plan_sources": {k: v["rule"] for k, v in plan["sources"].items()} if plan else None}
+        run = {"preset": name, "settings": report.settings_applied, "warmup_s": warmup_s, "wall_s": wall,
+               "wall_s_without_model_load": steady, "s_per_video_s": steady / report.video_seconds,
+               "timings": timings, "gpu_busy_fraction": timings.get("gpu", 0.0) / steady if steady else None,
+               "peak_vram_gib": report.peak_vram_gib, "frames": report.frames_total, "stats": report.stats,
+               "fallbacks_applied": [step["rule"] for step in report.fallbacks_applied],
+               "warnings": report.warnings,
+               "plan_sources": {k: v.rule for k, v in resolved.sources.items()} if resolved else None}
         results["runs"].append(run)
         print(f"{name:18s} {run['s_per_video_s']:6.2f} s/video-s  gpu busy {run['gpu_busy_fraction']:.2f}  "
-              f"peak {result.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",
+              f"peak {report.peak_vram_gib}  stages {json.dumps({k: round(v, 2) for k, v in timings.items()})}",
               flush=True)
         if args.reference in outputs and name != args.reference:  # reference listed first: PSNR right away
             run["psnr_vs_quality_db"] = lower_face_psnr(outputs[args.reference], out)

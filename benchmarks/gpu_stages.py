@@ -93,7 +93,7 @@ def main(argv=None):
                         "compile_graphs, compile_max_graphs")
     parser.add_argument("--vae-levers", default="eager",
                         help="comma list: eager, channels_last, compile, compile_max, channels_last+compile, each optionally "
-                             "@N images per VAE call (the runner's prepare_vae)")
+                             "@N images per VAE call (the pipeline's own prepare_vae)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/gpu_stages.json"))
     args = parser.parse_args(argv)
@@ -118,11 +118,17 @@ def main(argv=None):
                "date": time.strftime("%Y-%m-%d"), "stages": [], "unet": []}
     rows = []
 
-    # ---- VAE, lever by lever, through the runner's own prepare_vae
+    # ---- VAE, lever by lever, through the pipeline's own prepare_vae (latentsync.pipeline.levers)
     from latentsync.faces import face_mask
     from latentsync.pipeline.face_synthesis import decode_start_row
-    from latentsync.runner import prepare_vae
+    from latentsync.pipeline.levers import memory_format_name, needs_fresh_models, prepare_vae
+    from latentsync.testing.pipeline_helpers import bare_models, default_settings
 
+    def vae_run_settings(compile_mode="off", channels_last=False, vae_batch=16):
+        return default_settings(device=device.type, precision=precision, compile=compile_mode, cuda_graphs=False,
+                                channels_last=channels_last, vae_batch=vae_batch)
+
+    models = bare_models(unet, vae)
     images = torch.randn(frames, 3, res, res, device=device, dtype=dtype)
     mask_row = decode_start_row(face_mask(res), latent)
     results["vae"] = []
@@ -131,9 +137,14 @@ def main(argv=None):
         # "<lever>@N" encodes/decodes N images per VAE call (vae_batch; default 16)
         lever_name, _, batch = lever.partition("@")
         compile_mode = "max-autotune" if "compile_max" in lever_name else "default" if "compile" in lever_name else "off"
-        vae_settings = {"compile": compile_mode, "cuda_graphs": False,
-                        "channels_last": "channels_last" in lever_name, "vae_batch": int(batch or 16)}
-        vae_opts = prepare_vae(vae, vae_settings)
+        vae_settings = vae_run_settings(compile_mode, "channels_last" in lever_name, int(batch or 16))
+        if needs_fresh_models(models, vae_settings):
+            # graphs compiled for the other memory format: the runner would load fresh models;
+            # this script keeps its modules and drops torch's compiled graphs instead
+            torch._dynamo.reset()
+            models.compiled.clear()
+        vae_opts = prepare_vae(models, vae_settings)
+        models.memory_format = memory_format_name(vae_settings)  # prepare_unet records it in a run
         pair = torch.cat([images, images])
         start = time.perf_counter()
         lat = encode_images(vae, pair, vae_opts)[:frames].contiguous()
@@ -152,7 +163,7 @@ def main(argv=None):
                  (f"vae_decode_16 ({latent - mask_row} rows)", lever, dec_mask)]
         if t_enc is None:
             t_enc, t_dec = enc, dec
-    prepare_vae(vae, {"compile": "off", "channels_last": False, "vae_batch": 16})
+    prepare_vae(models, vae_run_settings())  # eager and contiguous again for the UNet levers below
 
     # ---- one UNet forward, lever by lever
     inputs = make_inputs(2, frames, latent, device, dtype)

@@ -2,10 +2,11 @@
 
 The VAE costs about 0.34 s per video-second compiled in quality mode on an H100 (a tenth
 of the run). This profiles the SD VAE (random weights; 512 px faces unless told
-otherwise) with torch.profiler, eager and compiled through the runner's own
-`prepare_vae`, and sums CUDA kernel time by kind (convolution, fused Triton kernels,
-normalisation, attention, copies, ...), with the FLOP count and achieved TFLOP/s, so the
-next VAE lever can aim at what is really slow. Prints tables and writes JSON.
+otherwise) with torch.profiler, eager and compiled through the pipeline's own
+`prepare_vae` (latentsync.pipeline.levers), and sums CUDA kernel time by kind
+(convolution, fused Triton kernels, normalisation, attention, copies, ...), with the
+FLOP count and achieved TFLOP/s, so the next VAE lever can aim at what is really slow.
+Prints tables and writes JSON.
 
     python benchmarks/vae_profile.py --json benchmarks/results/vae_profile.json
     python benchmarks/vae_profile.py --small --device cpu --modes eager   # CPU smoke test
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_stages import sync, timeit  # noqa: E402
 from benchmarks.unet_profile import cuda_kernels, profile_forward, summarize_kernels  # noqa: E402
 from latentsync.pipeline.vae import build_random_vae, decode_latents, encode_images  # noqa: E402
-from latentsync.runner import prepare_vae  # noqa: E402
+from latentsync.pipeline.levers import prepare_vae  # noqa: E402
+from latentsync.testing.pipeline_helpers import bare_models, default_settings  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,11 +49,18 @@ def main(argv=None) -> int:
     faces = (torch.rand(2 * args.frames, 3, res, res, generator=g) * 2 - 1).to(device, dtype)
     from torch.utils.flop_counter import FlopCounterMode
 
+    models = bare_models(vae=vae)
+
+    def vae_settings(compile_mode: str):
+        """The run settings prepare_vae reads (the rest are the rules' defaults)."""
+        return default_settings(device=device.type, precision="fp16" if dtype == torch.float16 else "fp32",
+                                compile=compile_mode, cuda_graphs=False, vae_batch=args.frames)
+
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "resolution": res, "frames": args.frames,
                "date": time.strftime("%Y-%m-%d"), "modes": {}}
     with torch.no_grad():
-        options = prepare_vae(vae, {"compile": "off", "vae_batch": args.frames})
+        options = prepare_vae(models, vae_settings("off"))
         latents = encode_images(vae, faces, options)[: args.frames].contiguous()
         work = {"encode": lambda: encode_images(vae, faces, options),
                 "decode": lambda: decode_latents(vae, latents, options)}
@@ -61,8 +70,7 @@ def main(argv=None) -> int:
                 fn()
             flops[name] = counter.get_total_flops()
         for mode in [m for m in args.modes.split(",") if m]:
-            options = prepare_vae(vae, {"compile": "default" if mode == "compile" else "off",
-                                        "cuda_graphs": False, "vae_batch": args.frames})
+            options = prepare_vae(models, vae_settings("default" if mode == "compile" else "off"))
             work = {"encode": lambda: encode_images(vae, faces, options),
                     "decode": lambda: decode_latents(vae, latents, options)}
             entry = {}
@@ -87,7 +95,7 @@ def main(argv=None) -> int:
                 for kernel, value, count in top[: args.top_kernels]:
                     print(f"    {value:7.2f} ms {count:4d}x  {kernel[:110]}")
             results["modes"][mode] = entry
-        prepare_vae(vae, {"compile": "off", "vae_batch": args.frames})
+        prepare_vae(models, vae_settings("off"))
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))

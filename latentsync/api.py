@@ -1,8 +1,9 @@
 """Library calls for callers that hold frames in memory (ComfyUI nodes, notebooks).
 
     result = lipsync_arrays(frames, fps=25, audio=waveform, sample_rate=44100, goal="auto")
-    result.frames      # (N, H, W, 3) uint8, N = frames the audio covers at `fps`
-    result.audio_16k   # the audio the frames were synced to, trimmed to them
+    result.frames      # (N, H, W, 3) uint8, N = upstream's frame count for the audio at `fps`
+                       # (one frame per audio window: ceil(seconds x fps), up to 2 more)
+    result.audio_16k   # the audio the frames were synced to, trimmed to N / fps seconds at most
     result.plan        # the explained RunPlan
 
 The same rules, engine and pipeline as `run_job`; only the media live in memory.
@@ -22,7 +23,7 @@ AUDIO_RATE = 16000
 @dataclass
 class ArrayResult:
     frames: Any  # (N, H, W, 3) uint8
-    audio_16k: Any  # float32 mono, len = N / fps seconds
+    audio_16k: Any  # float32 mono, at most N / fps seconds (the frames may run up to 2 past its end)
     fps: float
     plan: Any  # RunPlan
     report: dict[str, Any] = field(default_factory=dict)  # the job report, as `run_job` writes it (job_report schema)

@@ -19,7 +19,8 @@ install the pack) and whose `input/` holds the example assets. Then it
    combo value against `/object_info`; compares it with `examples/comfyui_workflow_api.json`;
 4. queues it through `/prompt` (ComfyUI's own validation and execution engine) with
    `random-small` weights and follows the websocket: progress of the LatentSync node,
-   success; then reads the saved video (frame count, audio length) and the previews;
+   success; then reads the saved video (frame count, audio length) and the previews
+   (the plan output ends with the job report, valid against its schema);
 5. queues it again with another seed and presses ComfyUI's interrupt after the first
    chunk: the run must end as "interrupted", not as an error.
 
@@ -409,6 +410,29 @@ def _preview_text(outputs: dict, node_id: str) -> str:
     return "\n".join(str(part) for part in text)
 
 
+def job_report_in(plan_text: str) -> tuple[Optional[dict], str]:
+    """(the job report at the end of the LatentSync node's plan output, what is wrong with it or "").
+
+    The node ends its plan STRING with `latentsync.comfy.nodes.JOB_REPORT_HEADER` and the job
+    report as JSON, the report `latentsync-run` writes beside its output; it must validate
+    against schemas/job_report.schema.json. Imports this package (ComfyUI's Python has it)."""
+    from latentsync.comfy.nodes import JOB_REPORT_HEADER
+    from latentsync.contracts import schema_errors
+
+    lines = plan_text.splitlines()
+    if JOB_REPORT_HEADER not in lines:
+        return None, f"no {JOB_REPORT_HEADER!r} line"
+    body = "\n".join(lines[lines.index(JOB_REPORT_HEADER) + 1:])
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as error:
+        return None, f"the job report is not JSON ({error})"
+    if not isinstance(data, dict):
+        return None, "the job report is not a JSON object"
+    problems = schema_errors(data, "job_report")
+    return data, "; ".join(problems[:3])
+
+
 def _node_ids(prompt: dict, class_type: str) -> list[str]:
     return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
 
@@ -544,6 +568,10 @@ async def smoke(comfyui_dir: Path, python: str, *, timeout: float, keep: bool, r
             report.add("plan STRING output", bool(stated) and "rule" in plan_text.lower(),
                        (plan_text.splitlines()[0] if plan_text else "no text in the Preview Any node")
                        + f" ({len(plan_text.splitlines())} lines)")
+            job_report, problem = job_report_in(plan_text)
+            report.add("plan output ends with the job report", job_report is not None and not problem,
+                       problem or f"status {job_report.get('status')}, stages "
+                       + ", ".join(job_report.get("timings", {})))
             optimize_ids = _node_ids(prompt, "LatentSyncRunnerAutoOptimize")
             if optimize_ids:
                 info_preview = _linked_preview(prompt, optimize_ids[0])

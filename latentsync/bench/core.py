@@ -325,7 +325,8 @@ def measure_case(case: BenchCase, weights: str, device, dtype, options: Benchmar
         logger.warning("{}: out of memory even after its fallback steps; recorded as the limit", case.name)
         return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=dict(case.settings),
                           status="oom", frames_per_batch=int(case.settings["frames_per_batch"]),
-                          fallbacks_applied=[step["rule"] for step in case.fallbacks], error=_short_error(error))
+                          fallbacks_applied=[step["rule"] for step in case.fallbacks],
+                          error=_short_error(error) + (f": {_short_error(error.__cause__)}" if error.__cause__ else ""))
     settings = dict(report.settings_applied)
     return CaseResult(name=case.name, labels=case.labels, modes=case.modes, settings=settings, status="ok",
                       frames_per_batch=int(settings["frames_per_batch"]),

@@ -161,7 +161,10 @@ def prepare_vae(models, settings: RunSettings) -> VaeOptions:
     options = VaeOptions.from_settings(settings)
     apply_vae_options(vae, options)
     fmt = memory_format_name(settings)
+    if needs_fresh_models(models, settings):
+        raise RuntimeError(f"models compiled for {models.memory_format} cannot switch to {fmt}: load them again")
     vae.to(memory_format=_memory_format(fmt))
+    models.memory_format = fmt
     mode = torch_compile_mode(settings, allow_graphs=False)
     for part in (vae.encoder, vae.decoder):
         wanted = None if mode is None else (mode, fmt)

@@ -118,8 +118,8 @@ class ContactSheet:
     """
 
     def __init__(self, n_frames: int, count: int = 8):
-        step = max(1, n_frames // count)
-        self.wanted = set(range(step // 2, n_frames, step))
+        # the middle frame of each of `count` equal stretches of the clip
+        self.wanted = {int((i + 0.5) * n_frames / count) for i in range(min(count, n_frames))}
         self.pairs: list = []
 
     def offer(self, start: int, aligned, outputs) -> None:

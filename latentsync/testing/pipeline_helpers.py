@@ -59,3 +59,63 @@ def bare_models(unet=None, vae=None):
 
     return LipSyncModels(unet=unet, vae=vae, audio_encoder=None, resolution=128, version="small", random=True,
                          device="cpu", dtype=torch.float32, source="test")
+
+
+def unchecked_settings(**changes: Any):
+    """Rule defaults + `changes` as a RunSettings built WITHOUT validation: for tests that prove
+    the pipeline's own checks (a value the plan schema would already have refused)."""
+    from ..settings import RunSettings
+
+    return RunSettings(**{**dict(_rule_defaults()), **changes})
+
+
+def quickstart_assets() -> tuple[Path, Path]:
+    """(video, speech) of the bundled quickstart clip."""
+    from ..paths import examples_dir
+
+    assets = examples_dir() / "assets"
+    return assets / "quickstart.mp4", assets / "quickstart_speech.wav"
+
+
+def short_speech(path: Path, seconds: float) -> Path:
+    """The first `seconds` of the quickstart speech as a 16-bit WAV at `path` (a shorter clip:
+    the pipeline outputs as many frames as the audio covers)."""
+    import wave
+
+    _, speech = quickstart_assets()
+    with wave.open(str(speech)) as source:
+        params = source.getparams()
+        raw = source.readframes(int(round(seconds * source.getframerate())))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as target:
+        target.setparams(params)
+        target.writeframes(raw)
+    return path
+
+
+def cli_job_report(folder: Path, *, seconds: Optional[float] = 0.64, overrides: Optional[dict] = None,
+                   weights: str = "random-small") -> dict:
+    """Run `latentsync-run PLAN.yaml` (the CLI's `main`) on the quickstart clip and return the job
+    report it wrote beside the output, as parsed JSON. `seconds` cuts the speech (None: all of it);
+    `overrides` go to the plan's `overrides:` (default: one denoising step)."""
+    import json
+
+    import yaml
+
+    from ..cli.run import main
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    video, speech = quickstart_assets()
+    audio = short_speech(folder / "speech.wav", seconds) if seconds is not None else speech
+    output = folder / "cli_out.mp4"
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"video": str(video), "audio": str(audio), "output": str(output),
+                                    "weights": weights, "goal": "auto",
+                                    "overrides": dict(overrides if overrides is not None else {"steps": 1})}),
+                    encoding="utf-8")
+    code = main([str(plan)])
+    if code != 0:
+        raise AssertionError(f"latentsync-run {plan} exited {code}")
+    return json.loads(Path(str(output) + ".report.json").read_text(encoding="utf-8"))

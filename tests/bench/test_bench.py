@@ -31,30 +31,42 @@ def warnings_seen():
     logger.remove(handler)
 
 
-class _Models:
-    unet = vae = audio_encoder = None
-    resolution = 128
+class _FakePipelines:
+    """Stands in for `latentsync.runner.build_pipeline`: no models, no tensors; each "run" reports
+    a GPU time that depends on the settings like the real one does. `oom(settings)` says which
+    settings run out of device memory (torch's error, as a real pipeline raises it)."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.oom = lambda settings: False
+
+    def build(self, weights, settings):
+        return lambda source, sink, **kwargs: self.run(settings, source, sink)
+
+    def run(self, settings, source, sink):
+        from latentsync.runner import PipelineResult
+
+        self.calls.append(settings.to_dict())
+        if self.oom(settings):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        media = source.open()
+        with sink.open(media) as writer:
+            writer.write_frames(source.frames)
+        unet_calls = settings.steps * (2 if not settings.deepcache else 1)
+        seconds = 0.01 * unet_calls * settings.frames_per_batch / settings.chunk_frames
+        return PipelineResult(frames_total=media.frame_count, video_seconds=media.frame_count / 25.0,
+                              timings={"probe": 0.0, "gpu": seconds}, frames_without_face=[], peak_vram_gib=None,
+                              device="cpu", stats={"unet_calls": settings.steps, "cached_calls": 0})
 
 
 @pytest.fixture
 def fake_gpu_work(monkeypatch):
-    """No models, no tensors: a timing that depends on the settings like the real one does."""
-    calls: list[dict] = []
-
-    def fake_time(models, settings, device, dtype, options, tick):
-        calls.append(dict(settings))
-        for _ in range(options.warmup + options.reps):
-            tick()
-        unet_calls = settings["steps"] * (2 if not settings["deepcache"] else 1)
-        seconds = 0.01 * unet_calls * settings["frames_per_batch"] / settings["chunk_frames"]
-        return {"seconds_per_batch": seconds, "samples_s": [seconds], "warmup_s": [seconds],
-                "seconds_per_video_second": seconds / (settings["frames_per_batch"] / 25.0),
-                "vae_encode_s_per_chunk": 0.001, "vae_decode_s_per_chunk": 0.001, "denoise_s_per_chunk": seconds,
-                "peak_vram_gib": None, "unet_calls_per_batch": settings["steps"], "cached_calls_per_batch": 0}
-
-    monkeypatch.setattr(bench_core, "time_settings", fake_time)
-    monkeypatch.setattr("latentsync.weights.load_models", lambda *a, **k: _Models())
-    return calls
+    """The benchmark's real flow (cases, `time_plan`, `run_clip` and its out-of-memory ladder)
+    over fake pipelines."""
+    pipelines = _FakePipelines()
+    monkeypatch.setattr("latentsync.runner.build_pipeline", pipelines.build)
+    monkeypatch.setattr(bench_core, "_vae_seconds_per_chunk", lambda *args, **kwargs: (0.001, 0.001))
+    return pipelines
 
 
 def _cache_entries(path: Path) -> list[dict]:
@@ -100,7 +112,7 @@ def test_interrupted_benchmark_leaves_the_previous_cache_intact(tmp_path, fake_g
     cache = tmp_path / "benchmark.json"
     run_benchmark("quick", cache_path=cache, options=BenchmarkOptions.tiny())
     before = cache.read_bytes()
-    real = bench_core.time_settings
+    real = bench_core.time_plan
     count = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -109,42 +121,31 @@ def test_interrupted_benchmark_leaves_the_previous_cache_intact(tmp_path, fake_g
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench_core, "time_settings", interrupted)
+    monkeypatch.setattr(bench_core, "time_plan", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark("quick", cache_path=cache, options=BenchmarkOptions.tiny())
+    assert count["n"] == 2
     assert cache.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json"]
 
 
-def test_out_of_memory_in_a_plan_is_recorded_not_raised(tmp_path, fake_gpu_work, monkeypatch):
-    real = bench_core.time_settings
-
-    def no_room_without_deepcache(models, settings, *args, **kwargs):
-        if not settings["deepcache"]:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(models, settings, *args, **kwargs)
-
-    monkeypatch.setattr(bench_core, "time_settings", no_room_without_deepcache)
+def test_out_of_memory_in_a_plan_is_recorded_not_raised(tmp_path, fake_gpu_work):
+    fake_gpu_work.oom = lambda settings: not settings.deepcache
     cache = tmp_path / "benchmark.json"
     report = run_benchmark("quick", cache_path=cache, options=BenchmarkOptions.tiny())
     statuses = {case.status for case in report.cases}
     assert statuses == {"ok", "oom"}
+    oom_cases = [case for case in report.cases if case.status == "oom"]
+    assert oom_cases and all(not case.settings["deepcache"] for case in oom_cases)
+    # run_clip stepped down the case's own ladder (none on a CPU) before giving up
+    assert all(case.error.startswith("out of device memory and no fallback left") for case in oom_cases)
     [entry] = _cache_entries(cache)
     assert "normal" not in entry["modes"] and "fast" in entry["modes"]  # normal = quality, no DeepCache
-    assert "out of memory" in report.text.lower()
+    assert "out of device memory" in report.text.lower()
 
 
-def test_stress_records_the_largest_batch_that_fitted(tmp_path, fake_gpu_work, monkeypatch):
-    class FakeSynth:
-        def __init__(self, frames):
-            self.frames = frames
-
-        def run(self, batch):
-            if self.frames > 4:  # two 2-frame chunks fit, three do not
-                raise torch.OutOfMemoryError("CUDA out of memory")
-
-    monkeypatch.setattr(bench_core, "_synthesizer",
-                        lambda models, settings, device, dtype: (FakeSynth(settings["frames_per_batch"]), [], None))
+def test_stress_records_the_largest_batch_that_fitted(tmp_path, fake_gpu_work):
+    fake_gpu_work.oom = lambda settings: settings.frames_per_batch > 4  # two 2-frame chunks fit, three do not
     cache = tmp_path / "benchmark.json"
     report = run_benchmark("stress", cache_path=cache, options=BenchmarkOptions.tiny())
     assert [(s.frames_per_batch, s.fits) for s in report.stress] == [(2, True), (4, True), (6, False)]

@@ -37,7 +37,7 @@ def test_auto_resolves_different_plans_for_small_card_short_clip_and_big_card_lo
 @pytest.mark.slow
 def test_the_runner_applies_each_auto_plan(plans, tmp_path):
     from latentsync.jobs import JobSpec
-    from latentsync.runner import run_pipeline
+    from latentsync.testing.pipeline_helpers import run_file_clip
 
     assets = examples_dir() / "assets"
     if not (assets / "quickstart.mp4").is_file():
@@ -47,12 +47,13 @@ def test_the_runner_applies_each_auto_plan(plans, tmp_path):
     stats = {}
     for name, plan in zip(("8gb-3s", "80gb-60s"), plans):
         # The plan's policy settings, on this CPU: the small model, fp32, few steps.
-        settings = dict(plan.settings, device="cpu", precision="fp32", resolution=128, steps=3, compile="off",
-                        cuda_graphs=False, attention_backend="auto", temporal_attention_kernel="sdpa",
-                        geglu_kernel="torch", face_backend="mediapipe")
+        settings = plan.settings.replace(device="cpu", precision="fp32", resolution=128, steps=3, compile="off",
+                                         cuda_graphs=False, attention_backend="auto",
+                                         temporal_attention_kernel="sdpa", geglu_kernel="torch",
+                                         face_backend="mediapipe")
         spec = JobSpec(video=video, audio=assets / "quickstart_speech.wav", output=tmp_path / f"{name}.mp4",
                        weights="random-small")
-        result = run_pipeline(spec, settings)
+        result = run_file_clip(spec, settings)
         assert (tmp_path / f"{name}.mp4").is_file()
         stats[name] = result.stats
     # DeepCache on the big card's plan: cached UNet calls; the small card's plan runs every call in full.

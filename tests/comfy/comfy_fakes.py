@@ -9,6 +9,10 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parents[2] / "examples" / "assets"
 N_FRAMES = 16  # one chunk: the smallest clip the pipeline runs in full
 FPS = 25.0
+# The speech cut so the pipeline outputs exactly N_FRAMES frames. The output has upstream's
+# length, one frame per Whisper audio window: steps = samples_16k // 320, frames = steps // 2 + 2
+# at 25 fps (up to 2 more than the audio covers), so 29 steps (0.58 s at 16 kHz) make 16 frames.
+AUDIO_SAMPLES_16K = (2 * (N_FRAMES - 2) + 1) * 320
 
 
 class InterruptProcessingException(Exception):

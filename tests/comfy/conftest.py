@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from comfy_fakes import ASSETS, FPS, N_FRAMES, install_fake_comfy
+from comfy_fakes import ASSETS, AUDIO_SAMPLES_16K, FPS, N_FRAMES, install_fake_comfy
 
 
 @pytest.fixture
@@ -40,12 +40,16 @@ def images():
 
 @pytest.fixture(scope="session")
 def audio():
-    """AUDIO: the quickstart speech, cut to the frames, {"waveform": (1, 1, S), "sample_rate"}."""
+    """AUDIO: the quickstart speech, cut so the node outputs N_FRAMES frames (upstream's length
+    for it), {"waveform": (1, 1, S), "sample_rate"}."""
     import torch
+
+    from latentsync.video.schedule import output_frame_count
 
     with wave.open(str(ASSETS / "quickstart_speech.wav")) as handle:
         rate, raw = handle.getframerate(), handle.readframes(handle.getnframes())
-        assert handle.getsampwidth() == 2 and handle.getnchannels() == 1
+        assert handle.getsampwidth() == 2 and handle.getnchannels() == 1 and rate == 16000
     samples = np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
-    samples = samples[: int(N_FRAMES / FPS * rate)]
+    samples = samples[:AUDIO_SAMPLES_16K]
+    assert output_frame_count(len(samples), FPS) == N_FRAMES
     return {"waveform": torch.from_numpy(samples.copy())[None, None], "sample_rate": rate}

@@ -1,11 +1,13 @@
 """The nodes end to end on the CPU: real face frames, random-small weights, two denoising steps."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-import latentsync.runner as runner
-from latentsync.comfy.nodes import RUN_PLAN, LatentSync, LatentSyncAutoOptimize
+from latentsync.comfy.nodes import JOB_REPORT_HEADER, RUN_PLAN, LatentSync, LatentSyncAutoOptimize
+from latentsync.pipeline.lipsync import LipSyncPipeline
 from latentsync.errors import InvalidInputError
 
 from comfy_fakes import FPS, N_FRAMES, InterruptProcessingException
@@ -30,18 +32,18 @@ def check_returns(node_class, returned):
 
 
 class Spy:
-    """Wraps runner.run_pipeline: records the settings each run got and its UNet statistics."""
+    """Wraps LipSyncPipeline.__call__: records the settings each run got and its UNet statistics."""
 
     def __init__(self, monkeypatch):
         self.calls = []
-        original = runner.run_pipeline
+        original = LipSyncPipeline.__call__
 
-        def spy(spec, settings, **kwargs):
-            result = original(spec, settings, **kwargs)
-            self.calls.append((dict(settings), dict(result.stats)))
+        def spy(pipeline, source, sink, **kwargs):
+            result = original(pipeline, source, sink, **kwargs)
+            self.calls.append((pipeline.settings.to_dict(), dict(result.stats)))
             return result
 
-        monkeypatch.setattr(runner, "run_pipeline", spy)
+        monkeypatch.setattr(LipSyncPipeline, "__call__", spy)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,9 @@ def test_lipsync_node_returns_its_types(runs, images, audio):
     assert frames.shape == images.shape  # every frame back, at the source size
     rate = audio["sample_rate"]
     assert synced_audio["sample_rate"] == rate
-    assert synced_audio["waveform"].shape[-1] == round(N_FRAMES / FPS * rate)
+    # the audio trimmed to the frames: here all of it (upstream's length runs past the audio's end)
+    assert audio["waveform"].shape[-1] < round(N_FRAMES / FPS * rate)
+    assert torch.equal(synced_audio["waveform"], audio["waveform"])
     # only the lower face is repainted: the top rows of the picture are untouched
     assert torch.equal((frames[:, :20] * 255).round(), (images[:, :20] * 255).round())
     assert not torch.equal(frames, images)
@@ -110,3 +114,63 @@ def test_bad_inputs_say_which_input(comfy, images, audio):
         LatentSync().lipsync(images, audio, FPS, weights_path=str(comfy.models_dir / "nowhere"))
     with pytest.raises(InvalidInputError, match="run_plan"):
         LatentSync().lipsync(images, audio, FPS, run_plan={"settings": {}})
+
+
+def job_report_of(summary: str) -> dict:
+    """The job report at the end of the LatentSync node's `plan` output."""
+    lines = summary.splitlines()
+    assert JOB_REPORT_HEADER in lines, "the plan output carries no job report"
+    start = lines.index(JOB_REPORT_HEADER) + 1
+    return json.loads("\n".join(lines[start:]))
+
+
+@pytest.fixture(scope="module")
+def cli_report(tmp_path_factory):
+    """A job report as `latentsync-run` writes it beside its output (quickstart clip, one step)."""
+    from latentsync.testing.pipeline_helpers import cli_job_report
+
+    from comfy_fakes import AUDIO_SAMPLES_16K
+
+    return cli_job_report(tmp_path_factory.mktemp("cli"), seconds=AUDIO_SAMPLES_16K / 16000)
+
+
+@pytest.mark.parametrize("run", ["alone", "planned"])
+def test_plan_output_ends_with_the_job_report_the_cli_writes(runs, cli_report, run):
+    from latentsync.engine import schema_errors
+    from latentsync.paths import schemas_dir
+
+    report = job_report_of(runs[run][2])
+    required = json.loads((schemas_dir() / "job_report.schema.json").read_text())["required"]
+    assert set(required) <= set(report)
+    assert set(report) == set(cli_report)  # the same fields as latentsync-run's report
+    assert schema_errors(report, "job_report") == [] and schema_errors(cli_report, "job_report") == []
+    assert list(report["timings"]) == list(cli_report["timings"])  # the same stages, in the same order
+    assert all(isinstance(seconds, float) and seconds >= 0 for seconds in report["timings"].values())
+    # the report is this run's: its settings are those the pipeline ran with, its frames the node's
+    settings, stats = runs["calls"][0 if run == "alone" else 1]
+    assert report["status"] == "ok" and report["settings_applied"] == settings and report["stats"] == stats
+    assert report["frames_total"] == len(runs[run][0]) and report["run_plan"]["settings"] == settings
+    assert report["rules_hash"] == cli_report["rules_hash"]
+
+
+def test_the_comfyui_smoke_script_reads_the_job_report_from_the_plan_output(runs):
+    """scripts/comfyui_smoke.py checks the same in a real ComfyUI (its `job_report_in`)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "comfyui_smoke.py"
+    spec = importlib.util.spec_from_file_location("comfyui_smoke", path)
+    smoke = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_smoke"] = smoke  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(smoke)
+        summary = runs["alone"][2]
+        report, problem = smoke.job_report_in(summary)
+        assert problem == "" and report == job_report_of(summary)
+        assert smoke.job_report_in(summary.replace(JOB_REPORT_HEADER, "job report:"))[0] is None
+        broken = summary[: summary.index(JOB_REPORT_HEADER)] + JOB_REPORT_HEADER + "\n" + json.dumps(
+            {**report, "status": "finished"})
+        assert "status" in smoke.job_report_in(broken)[1]
+    finally:
+        sys.modules.pop("comfyui_smoke", None)

@@ -143,8 +143,9 @@ def test_auto_optimize_length_comes_from_audio_then_images_then_clip_seconds(com
     assert by_images["plan"]["facts"]["clip_duration_s"] == 2.0 and "50 connected frames" in info
     by_audio, info = LatentSyncAutoOptimize().optimize(clip_seconds=99.0, fps=25.0, images=images, audio=audio)
     assert by_audio["plan"]["facts"]["clip_duration_s"] == 7.0 and "connected audio" in info
-    # the LatentSync node outputs as many frames as the audio covers, not the 50 connected ones
-    assert "175 output frames at 25 fps" in info
+    # the LatentSync node outputs upstream's length for the audio, not the 50 connected frames:
+    # 7 s at 16 kHz = 112000 // 320 = 350 Whisper steps -> 350 // 2 + 2 = 177 frames (the audio covers 175)
+    assert "177 output frames at 25 fps" in info
 
 
 def test_node_settings_win_over_a_connected_plan(preview_payload):
@@ -156,7 +157,7 @@ def test_node_settings_win_over_a_connected_plan(preview_payload):
     assert plan.sources["steps"].override and f"run plan said {planned}" in plan.sources["steps"].description
     assert all("steps" not in step["set"] for step in plan.fallbacks)
     untouched = plan_from_payload(payload, "random-small", {})
-    assert untouched.settings == payload["plan"]["settings"]
+    assert untouched.settings.to_dict() == payload["plan"]["settings"]
     with pytest.raises(InvalidInputError, match="planned for random-small"):
         plan_from_payload(payload, "random", {})
     with pytest.raises(InvalidInputError, match="guidance_scale"):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from latentsync.pipeline.denoise import DenoiseInputs, DenoiseSettings, DenoiseStats, denoise
+from latentsync.testing.pipeline_helpers import default_settings
 
 
 class RecordingUnet(torch.nn.Module):
@@ -142,9 +143,10 @@ def test_uncond_audio_bias_tells_the_unet_which_half_is_silent_on_cfg_steps_only
     biased = denoise(unet, inputs, settings(**common, uncond_audio_bias=True))
     assert seen == [2, 2, 0, 0]
     assert torch.allclose(biased, computed, atol=1e-5, rtol=1e-5)
-    assert DenoiseSettings.from_settings(
-        {"steps": 4, "scheduler": "ddim", "guidance_scale": 1.5, "cfg_mode": "all", "deepcache": False,
-         "deepcache_interval": 3, "deepcache_branch": 0, "uncond_audio_attention": "bias"}).uncond_audio_bias
+    assert DenoiseSettings.from_settings(default_settings(
+        steps=4, scheduler="ddim", guidance_scale=1.5, cfg_mode="all", deepcache=False, deepcache_interval=3,
+        deepcache_branch=0, uncond_audio_attention="bias")).uncond_audio_bias
+    assert not DenoiseSettings.from_settings(default_settings(uncond_audio_attention="compute")).uncond_audio_bias
 
 
 @pytest.mark.parametrize("deepcache", [False, True])
@@ -160,6 +162,7 @@ def test_cfg_shared_prefix_is_asked_for_on_cfg_steps_only_with_the_same_latents(
     shared = denoise(unet, inputs, settings(**common, cfg_shared_prefix=True, uncond_audio_bias=True))
     assert seen == [True, True, False, False]
     assert torch.allclose(shared, computed, atol=1e-5, rtol=1e-5)
-    assert DenoiseSettings.from_settings(
-        {"steps": 4, "scheduler": "ddim", "guidance_scale": 1.5, "cfg_mode": "all", "deepcache": False,
-         "deepcache_interval": 3, "deepcache_branch": 0, "cfg_shared_prefix": True}).cfg_shared_prefix
+    assert DenoiseSettings.from_settings(default_settings(
+        steps=4, scheduler="ddim", guidance_scale=1.5, cfg_mode="all", deepcache=False, deepcache_interval=3,
+        deepcache_branch=0, cfg_shared_prefix=True)).cfg_shared_prefix
+    assert not DenoiseSettings.from_settings(default_settings(cfg_shared_prefix=False)).cfg_shared_prefix

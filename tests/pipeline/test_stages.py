@@ -63,11 +63,15 @@ def test_sink_consumes_all_in_order_and_reraises():
 
 
 def test_prefetch_depth_covers_two_batches_but_bounds_memory():
-    from latentsync.runner import prefetch_depth
+    from latentsync.pipeline.lipsync import prefetch_depth
 
-    assert prefetch_depth(1, 16, 1280, 720) == 2
-    assert prefetch_depth(4, 16, 1280, 720) == 8  # 8 x 16 HD frames = 0.35 GB
-    assert prefetch_depth(4, 16, 3840, 2160) == 2  # 4K: capped near 1 GiB, never below 2
+    budget = 1024 << 20  # the rules' default prefetch_memory_mib
+    assert prefetch_depth(1, 16, 1280, 720, budget) == 2
+    assert prefetch_depth(4, 16, 1280, 720, budget) == 8  # 8 x 16 HD frames = 0.35 GB
+    assert prefetch_depth(4, 16, 3840, 2160, budget) == 2  # 4K: capped near 1 GiB, never below 2
+    # the budget caps it: 256 MiB holds 6 chunks of 16 HD frames (44 MB each); never below 2
+    assert prefetch_depth(4, 16, 1280, 720, 256 << 20) == 6
+    assert prefetch_depth(4, 16, 1280, 720, 1 << 20) == 2
 
 
 @pytest.mark.parametrize("chunks_per_batch", [1, 4, 8])
@@ -77,7 +81,7 @@ def test_handing_a_batch_to_the_paste_stage_never_waits_while_it_keeps_up(chunks
     depth of 2 chunks stalled the GPU on every batch of 4 chunks."""
     import threading
 
-    from latentsync.runner import sink_depth
+    from latentsync.pipeline.lipsync import sink_depth
 
     release = threading.Event()
     started = threading.Event()

@@ -30,39 +30,64 @@ def test_resample_keeps_a_sine_frequency_and_duration(rate):
 
 def test_lipsync_arrays_runs_the_rules_plan_and_trims_audio():
     frames = quickstart_frames(20)
-    seconds = 0.6  # 15 frames at 25 fps: the clip is trimmed to the audio
+    seconds = 0.6  # covers 15 frames at 25 fps; upstream's length: 9600 // 320 // 2 + 2 = 17 frames
     audio = np.random.default_rng(0).standard_normal(int(44100 * seconds)).astype(np.float32) * 0.1
     result = api.lipsync_arrays(frames, fps=25, audio=audio, sample_rate=44100, weights="random-small",
                                 overrides={"steps": 1})
-    assert result.frames.shape == (15,) + frames.shape[1:]
-    assert len(result.audio_16k) == 9600
-    assert result.settings_applied["steps"] == 1 and result.stats["unet_calls"] == 1  # one chunk, one step
+    assert result.frames.shape == (17,) + frames.shape[1:]  # the 20-frame clip is trimmed to the audio's length
+    assert result.stats["audio_covered_frames"] == 15
+    assert len(result.audio_16k) == 9600  # all of the audio (it ends before the last frames)
+    # one step, one chunk per batch: a chunk of 16 frames, then the last frame's chunk at its own length
+    assert result.settings_applied["steps"] == 1 and result.stats["unet_calls"] == 2
+    assert result.stats["unet_sample_shape"][2] == 16
     assert result.plan.sources["steps"].override
+    # the job report run_job would write, from the same run (run_clip)
+    from latentsync.engine import schema_errors
+
+    assert schema_errors(result.report, "job_report") == []
+    assert result.report["timings"] == result.timings and "load_models" in result.timings
+    assert result.report["settings_applied"] == result.settings_applied
 
 
 def test_lipsync_arrays_steps_down_on_out_of_memory_without_keeping_partial_frames(monkeypatch):
+    from latentsync.testing.pipeline_helpers import CPU_SMALL, default_settings
+
     frames = quickstart_frames(4)
     attempts = []
 
-    def fake_run_pipeline(spec, settings, clip=None, **kw):
-        attempts.append(settings["frames_per_batch"])
-        clip.output_frames.append(np.zeros((2,) + frames.shape[1:], np.uint8))  # a partial chunk
-        if len(attempts) == 1:
-            raise torch.OutOfMemoryError("simulated")
-        clip.output_frames.append(np.zeros((2,) + frames.shape[1:], np.uint8))
-        return runner.PipelineResult(frames_total=4, video_seconds=0.16, timings={}, frames_without_face=[],
-                                     peak_vram_gib=None, device="cpu")
+    def fake_build_pipeline(weights, settings):
+        def pipeline(source, sink, **kw):
+            attempts.append(settings.frames_per_batch)
+            media = source.open()
+            with sink.open(media) as writer:
+                writer.write_frames(np.zeros((2,) + frames.shape[1:], np.uint8))  # a partial chunk
+                if len(attempts) == 1:
+                    raise torch.OutOfMemoryError("simulated")
+                writer.write_frames(np.zeros((2,) + frames.shape[1:], np.uint8))
+            return runner.PipelineResult(frames_total=4, video_seconds=0.16, timings={}, frames_without_face=[],
+                                         peak_vram_gib=None, device="cpu")
+
+        return pipeline
 
     class Plan:
-        settings = {"frames_per_batch": 32}
+        settings = default_settings(**CPU_SMALL, frames_per_batch=32)
         fallbacks = [{"rule": "mem.oom-1", "set": {"frames_per_batch": 16}}]
+        rules_version, rules_hash, notes = "v1", "x" * 64, []
 
-    monkeypatch.setattr(runner, "run_pipeline", fake_run_pipeline)
+        def to_dict(self):
+            return {}
+
+    monkeypatch.setattr(runner, "build_pipeline", fake_build_pipeline)
     result = api.lipsync_arrays(frames, fps=25, audio=np.zeros(2560, np.float32) + 0.1, sample_rate=16000,
                                 plan=Plan())
     assert attempts == [32, 16]
     assert len(result.frames) == 4  # the failed attempt's frames are gone
     assert result.fallbacks_applied == Plan.fallbacks and any("out of memory" in w for w in result.warnings)
+    assert result.settings_applied["frames_per_batch"] == 16
+    # the job report (as run_job writes it) says the same
+    assert result.report["fallbacks_applied"] == Plan.fallbacks
+    assert result.report["settings_applied"] == result.settings_applied
+    assert result.report["status"] == "ok" and result.report["warnings"] == result.warnings
 
 
 def test_bad_arrays_are_clear_errors():

@@ -14,7 +14,7 @@ from latentsync.faces import paste as paste_module
 from latentsync.faces import parallel as parallel_module
 from latentsync.jobs import JobSpec
 from latentsync.faces.landmarks import get_face_backend as real_get_face_backend
-from latentsync.runner import run_pipeline
+from latentsync.testing.pipeline_helpers import default_settings, run_file_clip, unchecked_settings
 
 real_paste_face_into = paste_module.paste_face_into
 
@@ -71,7 +71,7 @@ def instrumented_run(tmp_path: Path, monkeypatch, workers: int):
     monkeypatch.setattr(paste_module, "paste_face_into", recording_paste)
     spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
                    output=tmp_path / f"workers{workers}.mp4", weights="random-small")
-    result = run_pipeline(spec, dict(SETTINGS, steps=1, cpu_workers=workers))
+    result = run_file_clip(spec, default_settings(**dict(SETTINGS, steps=1, cpu_workers=workers)))
     return spec, result, backends, detect_threads, paste_threads
 
 
@@ -83,7 +83,8 @@ def test_cpu_workers_sets_threads_and_backends_and_keeps_the_output(tmp_path, mo
     assert len(backends3) == 3 and len(detect3) == 3
     assert all(name.startswith("landmarks") for name in detect1 | detect3)
     # one worker pastes on the sink thread; three paste on the shared frame pool
-    assert len(paste1) == len(paste3) == 75
+    assert result1.frames_total == result3.frames_total == 77  # the quickstart's output (upstream's length)
+    assert len(paste1) == len(paste3) == 77
     assert set(paste1) == {"paste-encode"}
     assert {name.split("_")[0] for name in paste3} == {"frame-work"} and len(set(paste3)) > 1
     # every backend is closed at the end (a closed MediaPipe backend has run its finalizer)
@@ -98,6 +99,10 @@ def test_cpu_workers_sets_threads_and_backends_and_keeps_the_output(tmp_path, mo
 def test_bad_cpu_workers_is_a_clear_error(tmp_path, bad):
     spec = JobSpec(video=ASSETS / "quickstart.mp4", audio=ASSETS / "quickstart_speech.wav",
                    output=tmp_path / "o.mp4", weights="random-small")
+    # refused with the plan's settings, before any work ...
     with pytest.raises(InvalidInputError, match="cpu_workers"):
-        run_pipeline(spec, dict(SETTINGS, steps=1, cpu_workers=bad))
+        run_file_clip(spec, dict(SETTINGS, steps=1, cpu_workers=bad))
+    # ... and by the pipeline itself when handed unchecked settings
+    with pytest.raises(InvalidInputError, match="cpu_workers"):
+        run_file_clip(spec, unchecked_settings(**dict(SETTINGS, steps=1, cpu_workers=bad)))
     assert not list(tmp_path.iterdir())

@@ -9,6 +9,7 @@ from latentsync import runner
 from latentsync.engine import load_ruleset, schema_errors
 from latentsync.errors import InvalidInputError, OutOfMemoryError
 from latentsync.jobs import JobSpec
+from latentsync.testing.pipeline_helpers import default_settings
 
 ASSETS = Path(__file__).resolve().parents[2] / "examples" / "assets"
 
@@ -28,20 +29,32 @@ def test_run_job_writes_output_and_a_valid_report(tmp_path):
     assert data["run_plan"]["sources"]["steps"]["override"] is True
     assert data["rules_hash"] == load_ruleset().hash
     assert data["stats"]["unet_calls"] > 0
+    # model loading is timed by the run path (run_clip), beside the pipeline's own stages
+    assert data["timings"]["load_models"] >= 0 and data["timings"]["gpu"] > 0
+
+
+def fake_pipelines(seen, fail_first):
+    """A stand-in for runner.build_pipeline: records each attempt's settings; the first
+    `fail_first` attempts run out of device memory."""
+
+    def build(weights, settings):
+        def pipeline(source, sink, **kw):
+            seen.append(settings.to_dict())
+            if len(seen) <= fail_first:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return runner.PipelineResult(frames_total=75, video_seconds=3.0, timings={}, frames_without_face=[],
+                                         peak_vram_gib=None, device="cpu")
+
+        return pipeline
+
+    return build
 
 
 def test_out_of_memory_steps_down_the_ladder(tmp_path, monkeypatch):
     seen = []
 
-    def fake_pipeline(spec, settings, **kw):
-        seen.append(dict(settings))
-        if len(seen) < 3:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return runner.PipelineResult(frames_total=75, video_seconds=3.0, timings={}, frames_without_face=[],
-                                     peak_vram_gib=None, device="cpu")
-
     class Plan:
-        settings = {"frames_per_batch": 64, "vae_tiling": False}
+        settings = default_settings(frames_per_batch=64, vae_tiling=False)
         fallbacks = [{"rule": "oom.1", "set": {"frames_per_batch": 32}},
                      {"rule": "oom.2", "set": {"vae_tiling": True, "frames_per_batch": 16}}]
         rules_version, rules_hash, notes = "v1", "x" * 64, []
@@ -49,24 +62,30 @@ def test_out_of_memory_steps_down_the_ladder(tmp_path, monkeypatch):
         def to_dict(self):
             return {}
 
-    monkeypatch.setattr(runner, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(runner, "build_pipeline", fake_pipelines(seen, fail_first=2))
     report = runner.execute_plan(quick_spec(tmp_path), Plan())
     assert [s["frames_per_batch"] for s in seen] == [64, 32, 16]
-    assert seen[2]["vae_tiling"] is True
-    assert report.settings_applied == {"frames_per_batch": 16, "vae_tiling": True}
+    assert seen[1]["vae_tiling"] is False and seen[2]["vae_tiling"] is True
+    assert report.settings_applied == {**Plan.settings.to_dict(), "frames_per_batch": 16, "vae_tiling": True}
+    assert report.fallbacks_applied == Plan.fallbacks
     assert sum("out of memory" in w for w in report.warnings) == 2
+    written = json.loads((tmp_path / "out.mp4.report.json").read_text())
+    assert written["settings_applied"] == report.settings_applied
 
 
 def test_out_of_memory_with_no_fallback_left_is_a_clear_error(tmp_path, monkeypatch):
-    def always_oom(spec, settings, **kw):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+    seen = []
 
     class Plan:
-        settings, fallbacks, rules_version, rules_hash, notes = {}, [], "v1", "x", []
+        settings, fallbacks, rules_version, rules_hash, notes = default_settings(), [], "v1", "x", []
 
-    monkeypatch.setattr(runner, "run_pipeline", always_oom)
+        def to_dict(self):
+            return {}
+
+    monkeypatch.setattr(runner, "build_pipeline", fake_pipelines(seen, fail_first=99))
     with pytest.raises(OutOfMemoryError, match="no fallback left"):
         runner.execute_plan(quick_spec(tmp_path), Plan())
+    assert len(seen) == 1
     assert not (tmp_path / "out.mp4.report.json").exists()
 
 
