@@ -29,6 +29,7 @@ class JobSpec:
     contact_sheet: bool = False
     name: Optional[str] = None
     overwrite: bool = False  # replace existing files at the output paths (never an input): latentsync/output_safety.py
+    evaluate: list[str] = field(default_factory=list)  # "sync": score input and output (latentsync.quality)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,9 +69,13 @@ class JobReport:
     settings_applied: dict[str, Any] = field(default_factory=dict)
     fallbacks_applied: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    evaluation: Optional[dict[str, Any]] = None  # {"sync": ...} when the job asked (`evaluate: [sync]`)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["evaluation"] is None:
+            del data["evaluation"]  # optional: only jobs that asked for an evaluation carry one
+        return data
 
 
 # progress(stage, done, total) — front ends adapt this to tqdm, ComfyUI's bar, Ray.
