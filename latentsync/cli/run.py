@@ -314,7 +314,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                 message = (clip.error or {}).get("message", clip.status)
                 print(f"{clip.status:<8}{clip.name}: {message}" + (f" -> {clip.error_file}" if clip.error_file else ""))
         print(f"{len(result.ok)}/{len(result.clips)} clips in {result.seconds:.1f} s ({result.clips_per_second:.3f} clips/s)")
+        if any("sync" in (spec.evaluate or []) for spec in specs):
+            print()
+            print(batch_sync_table(result.clips))
     return result.exit_code
+
+
+def batch_sync_table(clips: Sequence[Any]) -> str:
+    """The sync scores of a batch's clips (their reports' `evaluation.sync`), one line per clip."""
+    from ..quality.report import report_sync_rows, sync_table
+
+    return "sync scores (StableSyncNet, docs/quality.md):\n" + sync_table(
+        report_sync_rows([(clip.name, clip.report) for clip in clips]))
 
 
 # --------------------------------------------------------------------------- fetch-weights

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .sync import SyncScore, SyncScorer
 
@@ -78,27 +78,34 @@ def evaluate_sync(scorer: SyncScorer, *, output_video: str | Path, audio: str | 
     return SyncEvaluation(output=after, input=before, seconds=time.perf_counter() - started)
 
 
+def report_sync_rows(rows: Sequence[tuple[str, Optional[Mapping[str, Any]]]]) -> list[tuple[str, Optional[Mapping[str, Any]]]]:
+    """(name, job report dict or None) -> (name, the report's `evaluation["sync"]` or None), for `sync_table`."""
+    return [(name, ((report or {}).get("evaluation") or {}).get("sync")) for name, report in rows]
+
+
 def _cell(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def sync_table(rows: Sequence[tuple[str, Optional[SyncEvaluation]]]) -> str:
-    """A plain-text table: one line per job (`None`: not evaluated or failed)."""
+def sync_table(rows: Sequence[tuple[str, "SyncEvaluation | Mapping[str, Any] | None"]]) -> str:
+    """A plain-text table: one line per job. A row's evaluation is a `SyncEvaluation`, or its
+    `to_report()` form as a job report keeps it (`evaluation["sync"]`); `None`: not evaluated or failed."""
     header = ("job", "in p", "out p", "in conf", "out conf", "out offset", "eval s")
     lines = [header]
     for name, evaluation in rows:
         if evaluation is None:
             lines.append((name, "-", "-", "-", "-", "-", "-"))
             continue
-        before, after = evaluation.input, evaluation.output
+        entry = evaluation.to_report() if isinstance(evaluation, SyncEvaluation) else evaluation
+        before, after = entry.get("input") or {}, entry["output"]
         lines.append((
-            name + (" (random weights)" if evaluation.random_weights else ""),
-            _cell(before.sync_probability if before else None, ".3f"),
-            _cell(after.sync_probability, ".3f"),
-            _cell(before.confidence if before else None, ".3f"),
-            _cell(after.confidence, ".3f"),
-            _cell(after.best_offset, "+d"),
-            _cell(evaluation.seconds, ".1f"),
+            name + (" (random weights)" if entry.get("random_weights") else ""),
+            _cell(before.get("sync_probability"), ".3f"),
+            _cell(after["sync_probability"], ".3f"),
+            _cell(before.get("confidence"), ".3f"),
+            _cell(after["confidence"], ".3f"),
+            _cell(after["best_offset"], "+d"),
+            _cell(entry.get("seconds"), ".1f"),
         ))
     widths = [max(len(str(line[column])) for line in lines) for column in range(len(header))]
     return "\n".join(
