@@ -1,5 +1,6 @@
 """Measured facts from `latentsync-bench`: seconds per video second per speed mode, peak VRAM,
-the largest frames_per_batch that fit. Read from a JSON cache (schemas/benchmark_cache.schema.json).
+the largest frames_per_batch that fit, and (optional `quality` section) each goal's measured
+lip-sync drop against the `quality` goal. Read from a JSON cache (schemas/benchmark_cache.schema.json).
 
 An entry applies only to the machine that measured it: same GPU (uuid, or name and
 VRAM), driver, torch and package version. Anything else (no file, corrupt file,
@@ -31,6 +32,8 @@ class BenchmarkFacts:
     max_frames_per_batch: Optional[int] = None
     peak_vram_gib: Optional[float] = None
     modes: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> {seconds_per_video_second, peak_vram_gib}
+    # goal -> {seconds_per_video_second, sync_confidence, sync_drop, psnr_vs_quality}: measured lip sync per goal
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     measured_at: Optional[str] = None
     cache_path: Optional[str] = None
     reason: Optional[str] = None  # why the facts are empty
@@ -114,6 +117,7 @@ def read_benchmark_cache(path: Optional[Path], gpu: GpuFacts) -> BenchmarkFacts:
         return empty(f"benchmark for {gpu.name} is stale ({', '.join(stale)} changed)")
     return BenchmarkFacts(available=True, max_frames_per_batch=entry.get("max_frames_per_batch"),
                           peak_vram_gib=entry.get("peak_vram_gib"), modes=dict(entry.get("modes", {})),
+                          quality=dict(entry.get("quality", {})),
                           measured_at=entry.get("measured_at"), cache_path=str(path))
 
 

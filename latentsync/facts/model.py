@@ -35,6 +35,7 @@ class FactSpec:
 
 
 BENCH_MODES = ("normal", "fast", "turbo", "ultra")  # speed modes latentsync-bench times
+SYNC_DROP_GOALS = ("balanced", "preview")  # goals whose measured sync drop (against quality) is a fact
 
 FACTS: dict[str, FactSpec] = {
     # GPU (or CPU) the run would use
@@ -68,6 +69,12 @@ FACTS: dict[str, FactSpec] = {
                                           always=False),
     "bench_s_per_video_s_ultra": FactSpec("number", "measured GPU s per video-second, speed mode ultra",
                                           always=False),
+    # measured lip sync per goal (the benchmark entry's `quality` section): the `quality` goal's
+    # StableSyncNet confidence minus this goal's on the same clip (docs/quality.md); positive: worse
+    "sync_drop_balanced": FactSpec("number", "measured sync drop of goal balanced against goal quality (confidence)",
+                                   always=False),
+    "sync_drop_preview": FactSpec("number", "measured sync drop of goal preview against goal quality (confidence)",
+                                  always=False),
     # the job
     "goal": FactSpec("string", "the job's goal", GOALS),
     "quality_preset": FactSpec("string", "the job's quality preset", QUALITY_PRESETS, always=False),
@@ -82,6 +89,8 @@ FACTS: dict[str, FactSpec] = {
     "gpu_tier": FactSpec("string", "VRAM class with tolerance, e.g. 24gb", always=False, derived=True),
     "gpu_arch": FactSpec("string", "architecture class by compute capability", always=False, derived=True),
     "clip_class": FactSpec("string", "short / medium / long", always=False, derived=True),
+    "goal_auto": FactSpec("string", "auto's choice from the clip and the card, before measured sync drops",
+                          ("preview", "balanced", "quality"), always=False, derived=True),
     "goal_effective": FactSpec("string", "the goal after resolving auto", ("preview", "balanced", "quality"),
                                always=False, derived=True),
 }
@@ -174,6 +183,11 @@ class Facts:
                 seconds = measured.get("seconds_per_video_second") if isinstance(measured, dict) else None
                 if mode in BENCH_MODES and isinstance(seconds, (int, float)):
                     flat[f"bench_s_per_video_s_{mode}"] = round(float(seconds), 4)
+            for goal in SYNC_DROP_GOALS:
+                measured = (bench.quality or {}).get(goal)
+                drop = measured.get("sync_drop") if isinstance(measured, dict) else None
+                if isinstance(drop, (int, float)) and not isinstance(drop, bool):
+                    flat[f"sync_drop_{goal}"] = round(float(drop), 4)
         return {key: value for key, value in flat.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:
