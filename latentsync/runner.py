@@ -35,6 +35,7 @@ from .atomic import atomic_write_json
 from .errors import MediaError, OutOfMemoryError
 from .jobs import CancelCallback, JobReport, JobSpec, ProgressCallback
 from .output_safety import check_outputs, contact_sheet_path, report_path
+from .quality.jobs import check_evaluations, evaluate_job
 from .pipeline.lipsync import JobCancelled, PipelineResult  # noqa: F401  (JobCancelled: front ends catch it here)
 from .settings import RunSettings
 
@@ -98,74 +99,6 @@ def execute_plan(spec: JobSpec, plan: "RunPlan", *, progress=None, cancel=None) 
         evaluate_job(spec, report, scorer_weights, plan.settings)
     atomic_write_json(report_path_for(spec), report.to_dict())
     return report
-
-
-# -- evaluate: [sync] ----------------------------------------------------------------------------
-
-EVALUATIONS = ("sync",)
-RANDOM_SCORER_STRIDE = 8  # random weights: the numbers mean nothing, so score every 8th window only
-_SCORERS: dict[tuple[str, str], Any] = {}  # one SyncScorer per (weights, device) per process, like the models
-
-
-def check_evaluations(spec: JobSpec) -> Optional[str]:
-    """What the sync scorer loads for this job (`random`, `random-small` or the weights folder), or
-    None when the job asks for no evaluation. Raises InvalidInputError (exit 2) for an unknown
-    evaluation and CheckpointError (exit 2) naming `stable_syncnet.pt` when the folder lacks it."""
-    from .errors import CheckpointError, InvalidInputError
-    from .weights import RANDOM_WEIGHTS, SYNCNET_FILE
-
-    asked = list(spec.evaluate or [])
-    unknown = [name for name in asked if name not in EVALUATIONS]
-    if unknown:
-        raise InvalidInputError(f"unknown evaluation {unknown[0]!r}", path="evaluate",
-                                hint=f"choose from: {', '.join(EVALUATIONS)}")
-    if "sync" not in asked:
-        return None
-    weights = str(spec.weights)
-    if weights in RANDOM_WEIGHTS:
-        return "random-small" if weights == "random-small" else "random"
-    checkpoint = Path(weights) / SYNCNET_FILE
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"`evaluate: [sync]` needs {SYNCNET_FILE} in the weights folder",
-            path=str(checkpoint),
-            hint="run `latentsync-run fetch-weights DIR` (it fetches the SyncNet too), or drop `evaluate` from the job",
-        )
-    return weights
-
-
-def sync_scorer(weights: str, device: str):
-    """The process's SyncScorer for `weights` on `device` (loaded once; a resident process keeps it)."""
-    key = (weights, device)
-    if key not in _SCORERS:
-        from .quality import SyncScorer
-
-        _SCORERS[key] = SyncScorer.from_weights(weights, device=device)
-    return _SCORERS[key]
-
-
-def evaluate_job(spec: JobSpec, report: JobReport, scorer_weights: str, settings: RunSettings) -> None:
-    """Score the input and the written output against the audio; the result goes into
-    `report.evaluation["sync"]` and `report.timings["evaluate_sync"]` (outside `seconds_total`,
-    which times the run). A clip the scorer cannot score (no face in any 16-frame window) keeps its
-    output: the evaluation is null and a warning says why."""
-    from .errors import LatentSyncError
-    from .pipeline.levers import resolve_device
-    from .quality.report import evaluate_sync
-
-    started = time.perf_counter()
-    device = str(resolve_device(settings)[0])
-    stride = RANDOM_SCORER_STRIDE if scorer_weights in ("random", "random-small") else 1
-    try:
-        evaluation = evaluate_sync(sync_scorer(scorer_weights, device), output_video=spec.output,
-                                   audio=spec.audio, input_video=spec.video, stride=stride)
-        entry: Optional[dict[str, Any]] = evaluation.to_report()
-    except LatentSyncError as error:
-        entry = None
-        report.warnings.append(f"sync evaluation failed: {error}")
-        logger.warning("sync evaluation of {} failed: {}", spec.output, error)
-    report.evaluation = {**(report.evaluation or {}), "sync": entry}
-    report.timings["evaluate_sync"] = time.perf_counter() - started
 
 
 @dataclass

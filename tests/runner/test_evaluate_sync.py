@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from latentsync import runner
+from latentsync.quality import jobs as quality_jobs
 from latentsync.engine import load_plan_file, schema_errors
 from latentsync.errors import CheckpointError, InvalidInputError
 from latentsync.jobs import JobReport, JobSpec
@@ -33,12 +34,12 @@ def test_quickstart_with_evaluate_sync_reports_input_and_output_scores(tmp_path)
     assert data["timings"]["evaluate_sync"] >= sync["seconds"] > 0
     assert report.evaluation == data["evaluation"]
     # one scorer per process, like the models
-    assert runner.sync_scorer("random-small", "cpu") is runner.sync_scorer("random-small", "cpu")
+    assert quality_jobs.sync_scorer("random-small", "cpu") is quality_jobs.sync_scorer("random-small", "cpu")
 
 
 def test_a_job_without_evaluate_has_no_evaluation(tmp_path):
     spec = JobSpec(video=ASSETS / "quickstart.mp4", output=tmp_path / "out.mp4")
-    assert spec.evaluate == [] and runner.check_evaluations(spec) is None
+    assert spec.evaluate == [] and quality_jobs.check_evaluations(spec) is None
     data = JobReport(job=spec.to_dict(), status="ok", output=str(spec.output), run_plan={}).to_dict()
     assert "evaluation" not in data and data["job"]["evaluate"] == []
 
@@ -56,14 +57,14 @@ def test_weights_folder_without_the_syncnet_fails_before_any_work(tmp_path, monk
 
 
 def test_scorer_weights_for_random_weights_and_unknown_evaluations(tmp_path):
-    assert runner.check_evaluations(quick_spec(tmp_path, evaluate=["sync"])) == "random-small"
-    assert runner.check_evaluations(quick_spec(tmp_path, weights="random-1.5", evaluate=["sync"])) == "random"
+    assert quality_jobs.check_evaluations(quick_spec(tmp_path, evaluate=["sync"])) == "random-small"
+    assert quality_jobs.check_evaluations(quick_spec(tmp_path, weights="random-1.5", evaluate=["sync"])) == "random"
     weights = tmp_path / "w"
     weights.mkdir()
     (weights / "stable_syncnet.pt").write_bytes(b"")
-    assert runner.check_evaluations(quick_spec(tmp_path, weights=str(weights), evaluate=["sync"])) == str(weights)
+    assert quality_jobs.check_evaluations(quick_spec(tmp_path, weights=str(weights), evaluate=["sync"])) == str(weights)
     with pytest.raises(InvalidInputError, match="unknown evaluation"):
-        runner.check_evaluations(quick_spec(tmp_path, evaluate=["lse"]))
+        quality_jobs.check_evaluations(quick_spec(tmp_path, evaluate=["lse"]))
 
 
 def test_plan_files_carry_evaluate(tmp_path):
