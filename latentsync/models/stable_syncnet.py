@@ -316,28 +316,14 @@ def check_syncnet_keys(
 ) -> None:
     """Raise CheckpointError unless the keys and shapes equal those of the configured SyncNet exactly."""
     from ..errors import CheckpointError
+    from .unet_loading import KeyDiff
 
-    expected = {key: tuple(value.shape) for key, value in StableSyncNet.from_config(config, meta=True).state_dict().items()}
-    found = {key: tuple(int(d) for d in shape) for key, shape in state_dict_shapes.items()}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(key for key in set(expected) & set(found) if expected[key] != found[key])
-    if not (missing or unexpected or wrong):
+    meta = StableSyncNet.from_config(config, meta=True).state_dict()
+    diff = KeyDiff.between({key: value.shape for key, value in meta.items()}, state_dict_shapes)
+    problems = diff.problems()
+    if not problems:
         return
-
-    def listing(keys: list[str]) -> str:
-        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {listing(unexpected)}")
-    if wrong:
-        problems.append(
-            f"{len(wrong)} keys of the wrong shape: "
-            + listing([f"{key} {list(found[key])} (expected {list(expected[key])})" for key in wrong])
-        )
+    found, missing, unexpected = diff.found, diff.missing, diff.unexpected
     hint = "expected LatentSync's stable_syncnet.pt (configs/syncnet/syncnet_16_pixel_attn.yaml)"
     if any(".attn." in key for key in missing) and not any(".attn." in key for key in found):
         hint = "the checkpoint has no attention blocks: use the syncnet_16_pixel config"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -45,6 +46,37 @@ def _listing(keys: Sequence[str]) -> str:
     return shown + (f" (+{more} more)" if more > 0 else "")
 
 
+@dataclass(frozen=True)
+class KeyDiff:
+    """How a checkpoint's state-dict keys and shapes differ from a model's."""
+
+    expected: dict[str, tuple[int, ...]]
+    found: dict[str, tuple[int, ...]]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+
+    @classmethod
+    def between(cls, expected: Mapping[str, Sequence[int]], found: Mapping[str, Sequence[int]]) -> "KeyDiff":
+        expected = {key: tuple(int(d) for d in shape) for key, shape in expected.items()}
+        found = {key: tuple(int(d) for d in shape) for key, shape in found.items()}
+        return cls(expected, found, sorted(set(expected) - set(found)), sorted(set(found) - set(expected)),
+                   sorted(key for key in set(expected) & set(found) if expected[key] != found[key]))
+
+    def problems(self) -> list[str]:
+        """What differs, worded for people (empty: an exact match)."""
+        problems = []
+        if self.missing:
+            problems.append(f"{len(self.missing)} missing keys: {_listing(self.missing)}")
+        if self.unexpected:
+            problems.append(f"{len(self.unexpected)} unexpected keys: {_listing(self.unexpected)}")
+        if self.mismatched:
+            details = [f"{key} {list(self.found[key])} (expected {list(self.expected[key])})"
+                       for key in self.mismatched]
+            problems.append(f"{len(self.mismatched)} keys of the wrong shape: {_listing(details)}")
+        return problems
+
+
 def check_checkpoint_keys(
     state_dict_shapes: Mapping[str, Sequence[int]],
     config: Mapping[str, Any],
@@ -52,21 +84,12 @@ def check_checkpoint_keys(
     path: str | Path | None = None,
 ) -> None:
     """Raise CheckpointError unless the keys and shapes equal those of the configured model exactly."""
-    expected = expected_state_dict_shapes(config)
-    found = {key: tuple(int(d) for d in shape) for key, shape in state_dict_shapes.items()}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = sorted(key for key in set(expected) & set(found) if expected[key] != found[key])
-    if not (missing or unexpected or mismatched):
+    diff = KeyDiff.between(expected_state_dict_shapes(config), state_dict_shapes)
+    problems = diff.problems()
+    if not problems:
         return
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        details = [f"{key} {list(found[key])} (expected {list(expected[key])})" for key in mismatched]
-        problems.append(f"{len(mismatched)} keys of the wrong shape: {_listing(details)}")
+    expected, found = diff.expected, diff.found
+    missing, unexpected, mismatched = diff.missing, diff.unexpected, diff.mismatched
     hint = (
         "the checkpoint does not match the UNet config (note: LatentSync 1.5 and 1.6 share one "
         "architecture, so a mismatch means another model, not the other version)"
