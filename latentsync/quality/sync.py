@@ -152,6 +152,35 @@ def stack_lower_halves(lower: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).reshape(frames * 3, height, width)
 
 
+def aligned_face_crops(frames_rgb: Iterable[np.ndarray] | np.ndarray, *, face_backend: str = "auto",
+                       size: int = ALIGN_RESOLUTION, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Faces found by the project's face backend and aligned by `FaceAligner` at 256 px (as the
+    pipeline aligns them), resized to `size` (INTER_AREA) when it differs; rows `first_row:` of each
+    crop are kept. Returns (N, size - first_row, size, 3) uint8 RGB crops and (N,) has-face flags.
+    `frames_rgb`: an (N, H, W, 3) array, or an iterable of such chunks (a video streams through)."""
+    import cv2
+
+    from ..faces import FaceAligner, get_face_backend
+
+    if isinstance(frames_rgb, np.ndarray):
+        frames_rgb = [frames_rgb[i : i + 16] for i in range(0, len(frames_rgb), 16)]
+    aligner = FaceAligner(resolution=ALIGN_RESOLUTION)
+    kept: list[np.ndarray] = []
+    has_face: list[np.ndarray] = []
+    with get_face_backend(face_backend) as backend:
+        for chunk in frames_rgb:
+            chunk = np.ascontiguousarray(chunk)
+            aligned = aligner.align(chunk, backend.detect_batch(chunk))
+            faces = aligned.faces
+            if size != ALIGN_RESOLUTION:
+                faces = np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA) for face in faces])
+            kept.append(np.ascontiguousarray(faces[:, first_row:]))
+            has_face.append(aligned.has_face)
+    if not kept:
+        return np.zeros((0, size - first_row, size, 3), dtype=np.uint8), np.zeros(0, dtype=bool)
+    return np.concatenate(kept), np.concatenate(has_face)
+
+
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -202,28 +231,8 @@ class SyncScorer:
         """Lower halves (N, res/2, res, 3) uint8 of the aligned crops at the SyncNet's size, and (N,)
         has-face flags. `frames_rgb`: an (N, H, W, 3) array, or an iterable of such chunks (a video
         streams through; only the lower halves are kept)."""
-        import cv2
-
-        from ..faces import FaceAligner, get_face_backend
-
-        if isinstance(frames_rgb, np.ndarray):
-            frames_rgb = [frames_rgb[i : i + 16] for i in range(0, len(frames_rgb), 16)]
-        aligner = FaceAligner(resolution=ALIGN_RESOLUTION)
         res = self.crop_resolution
-        lower: list[np.ndarray] = []
-        has_face: list[np.ndarray] = []
-        with get_face_backend(self.face_backend) as backend:
-            for chunk in frames_rgb:
-                chunk = np.ascontiguousarray(chunk)
-                aligned = aligner.align(chunk, backend.detect_batch(chunk))
-                faces = aligned.faces
-                if res != ALIGN_RESOLUTION:
-                    faces = np.stack([cv2.resize(face, (res, res), interpolation=cv2.INTER_AREA) for face in faces])
-                lower.append(np.ascontiguousarray(faces[:, res // 2 :]))
-                has_face.append(aligned.has_face)
-        if not lower:
-            return np.zeros((0, res // 2, res, 3), dtype=np.uint8), np.zeros(0, dtype=bool)
-        return np.concatenate(lower), np.concatenate(has_face)
+        return aligned_face_crops(frames_rgb, face_backend=self.face_backend, size=res, first_row=res // 2)
 
     @torch.no_grad()
     def _embed(self, tower, count: int, batch_of) -> np.ndarray:
