@@ -26,8 +26,8 @@ from loguru import logger
 
 from ..atomic import atomic_write_json
 from ..errors import InvalidInputError
-from ..facts.benchmark import (benchmark_key, default_benchmark_cache, read_benchmark_cache, software_versions,
-                               update_benchmark_cache)
+from ..facts.benchmark import (QUALITY_SECTIONS, benchmark_key, default_benchmark_cache, read_benchmark_cache,
+                               software_versions, update_benchmark_cache)
 from ..facts.gpu import GpuFacts, probe_gpu
 from ..jobs import ProgressCallback
 from .cases import BenchCase, PlannedRun, group_cases, resolve_runs, signature
@@ -547,7 +547,7 @@ def run_benchmark(mode: str = "quick", *, clear: bool = False, cache_path=None, 
                         options=options)
     free_device_memory(device or torch.device("cpu"))
     if entry is not None:
-        update_benchmark_cache(path, entry)
+        update_benchmark_cache(path, entry, keep=QUALITY_SECTIONS)  # --quality's measurements stay
         logger.info("wrote benchmark results for {} to {}", gpu.name, path)
     else:
         notes.append(f"nothing fitted in memory: {path} was left as it was")

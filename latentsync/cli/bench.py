@@ -6,6 +6,9 @@
                                       torch.compile included (long: compiles take minutes)
     latentsync-bench --stress         quick, then the largest frames_per_batch that fits
     latentsync-bench --clear          drop this GPU's cached results (add --quick etc. to re-measure)
+    latentsync-bench --quality CLIP --weights DIR [--audio A]
+                                      run each goal on your clip, score its lip sync (StableSyncNet:
+                                      DIR/stable_syncnet.pt), store the drops `auto` respects (docs/quality.md)
 
 Results go to the benchmark cache (~/.cache/latentsync-runner/benchmark.json,
 $XDG_CACHE_HOME or $LATENTSYNC_BENCH_CACHE move it), which `latentsync-run` and
@@ -38,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="presets x speed modes x DeepCache, torch.compile included")
     modes.add_argument("--stress", dest="mode", action="store_const", const="stress",
                        help="quick, then search the largest frames_per_batch that fits and the headroom")
+    modes.add_argument("--quality", metavar="CLIP", dest="quality_clip",
+                       help="run each goal on CLIP (a video with a face), score the outputs' lip sync and store "
+                            "per goal s/video-s, sync scores, sync drop and PSNR against the quality goal")
+    parser.add_argument("--audio", metavar="A", help="--quality: the driving audio (default: CLIP's own track)")
+    parser.add_argument("--outputs", metavar="DIR", help="--quality: keep each goal's output video in DIR")
     parser.add_argument("--clear", action="store_true", help="drop this GPU's cached results first")
     parser.add_argument("--resolution", choices=["256", "512", "auto"], default="auto",
                         help="face crop size: 256 (LatentSync 1.5), 512 (1.6), auto follows the weights")
@@ -61,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.quality_clip is None and (args.audio or args.outputs):
+        parser.error("--audio and --outputs go with --quality CLIP")
+    if args.quality_clip is not None and args.clear:
+        parser.error("--clear does not combine with --quality (it would drop the speed measurements)")
     show_bar = not args.no_progress and sys.stderr.isatty()
     bar = None
     try:
@@ -109,8 +122,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bar.n = done
             bar.refresh()
 
-        report = run_benchmark(args.mode or "quick", clear=args.clear, cache_path=args.cache, weights=args.weights,
-                               progress=progress, options=options)
+        if args.quality_clip is not None:
+            from ..bench.quality import run_quality_benchmark
+
+            report = run_quality_benchmark(args.quality_clip, audio=args.audio, weights=args.weights,
+                                           cache_path=args.cache, progress=progress, options=options,
+                                           outputs=args.outputs)
+        else:
+            report = run_benchmark(args.mode or "quick", clear=args.clear, cache_path=args.cache,
+                                   weights=args.weights, progress=progress, options=options)
     except KeyboardInterrupt:
         print("interrupted: the benchmark cache was left as it was", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -132,7 +152,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         atomic_write_text(args.report, report.text + "\n")
     if args.summary:
         atomic_write_text(args.summary, report.summary + "\n")
-    if args.plot:
+    if args.plot and args.quality_clip is not None:
+        print("no plot for --quality", file=sys.stderr)
+    elif args.plot:
         if write_plot(data, Path(args.plot)) is None:
             print("no plot written (matplotlib missing: pip install 'latentsync-runner[plot]')", file=sys.stderr)
     return EXIT_OK if report.entry is not None else EXIT_FAILED

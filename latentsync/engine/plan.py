@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import InvalidInputError
-from ..facts.model import Facts, job_facts
+from ..facts.model import SYNC_DROP_GOALS, Facts, job_facts
 from ..settings import RunSettings, contradictions
 from .errors import PlanError, Problem, RulesError
 from .evaluate import evaluate_policy
@@ -100,6 +100,14 @@ class RunPlan:
                 changes = ", ".join(f"{key}={_show(value)}" for key, value in step["set"].items())
                 where = f"{step['file']}:{step['line']}" if step.get("file") else "-"
                 lines.append(f"  {number}. {changes}  ({step['rule']}, {where})")
+        measured = [(name, self.facts[name]) for name in (f"sync_drop_{goal}" for goal in SYNC_DROP_GOALS)
+                    if name in self.facts]
+        if measured:  # the benchmark cache's quality section (latentsync-bench --quality)
+            lines.append("")
+            choice = self.facts.get("goal_auto") if self.facts.get("goal") == "auto" else None
+            lines.append("measured: " + ", ".join(f"{name} {value:g}" for name, value in measured)
+                         + " (sync confidence lost against goal quality, latentsync-bench --quality)"
+                         + (f"; auto's choice {choice} -> goal {self.goal}" if choice else ""))
         if self.notes:
             lines.append("")
             lines.extend(f"note: {note}" for note in self.notes)

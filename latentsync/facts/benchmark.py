@@ -22,6 +22,7 @@ from ..atomic import atomic_write_json
 from .gpu import GpuFacts
 
 CACHE_SCHEMA_VERSION = 1
+QUALITY_SECTIONS = ("quality", "quality_run")  # written by latentsync-bench --quality (latentsync/bench/quality.py)
 # Two probes of one card differ by a few MiB; different cards of one name differ by GiBs.
 SAME_CARD_VRAM_GIB = 0.5
 
@@ -121,8 +122,10 @@ def read_benchmark_cache(path: Optional[Path], gpu: GpuFacts) -> BenchmarkFacts:
                           measured_at=entry.get("measured_at"), cache_path=str(path))
 
 
-def update_benchmark_cache(path: Optional[Path], entry: dict[str, Any]) -> Path:
-    """Add (or replace, same key) one entry; validated, written atomically. For latentsync-bench."""
+def update_benchmark_cache(path: Optional[Path], entry: dict[str, Any], *, keep: tuple[str, ...] = ()) -> Path:
+    """Add (or replace, same key) one entry; validated, written atomically. For latentsync-bench.
+    `keep`: sections of the replaced entry that `entry` lacks are carried over (a speed run keeps
+    the `QUALITY_SECTIONS` that `latentsync-bench --quality` measured with the same key)."""
     from ..contracts import schema_errors
     from ..errors import InvalidInputError
 
@@ -137,6 +140,9 @@ def update_benchmark_cache(path: Optional[Path], entry: dict[str, Any]) -> Path:
                 logger.warning("replacing invalid benchmark cache {}", path)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             logger.warning("replacing unreadable benchmark cache {}", path)
+    replaced = [old for old in data["entries"] if old["key"] == entry["key"]]
+    if replaced and keep:
+        entry = {**{name: replaced[-1][name] for name in keep if name in replaced[-1]}, **entry}
     data["entries"] = [old for old in data["entries"] if old["key"] != entry["key"]] + [entry]
     problems = schema_errors(data, "benchmark_cache")
     if problems:
