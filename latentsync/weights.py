@@ -43,6 +43,10 @@ RANDOM_WEIGHTS = {
 UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = Path("whisper") / "tiny.pt"
 SYNCNET_FILE = "stable_syncnet.pt"  # StableSyncNet, for sync scores (latentsync.quality); not needed to run
+# The original SyncNet, for LSE-C / LSE-D (latentsync.quality.lse); not needed to run. The hub
+# repositories keep it under auxiliary/ (upstream's check_model_and_download fetches
+# auxiliary/syncnet_v2.model from ByteDance/LatentSync-1.5 whatever the version).
+SYNCNET_V2_HUB_PATH = "auxiliary/syncnet_v2.model"
 VAE_DIR = "vae"
 VERSION_FILE = "version.txt"  # written by fetch_weights; users write one to say what a folder holds
 
@@ -52,6 +56,7 @@ HUB_REPOS = {
     "1.5": "ByteDance/LatentSync-1.5",
 }
 HUB_VAE_REPO = "stabilityai/sd-vae-ft-mse"
+SYNCNET_V2_HUB_REPO = HUB_REPOS["1.5"]  # upstream's default source of auxiliary/syncnet_v2.model
 
 
 @dataclass
@@ -331,6 +336,18 @@ def _folder_unet_config(folder: Path):
     return None
 
 
+def _fetch_syncnet_v2(dest: Path, fetched_repo: str, snapshot_download) -> None:
+    """auxiliary/syncnet_v2.model (LSE-C / LSE-D only): from the version's repository when it has
+    it, else from upstream's default source. Optional: a failure is a warning, not an error."""
+    if not (dest / SYNCNET_V2_HUB_PATH).is_file() and fetched_repo != SYNCNET_V2_HUB_REPO:
+        try:
+            snapshot_download(repo_id=SYNCNET_V2_HUB_REPO, local_dir=str(dest), allow_patterns=[SYNCNET_V2_HUB_PATH])
+        except Exception as error:  # noqa: BLE001 - an optional file must not fail the runner's weights
+            logger.warning("could not fetch {} from {}: {}", SYNCNET_V2_HUB_PATH, SYNCNET_V2_HUB_REPO, error)
+    if not (dest / SYNCNET_V2_HUB_PATH).is_file():
+        logger.warning("no {} fetched: LSE-C / LSE-D (latentsync-eval) will need it", SYNCNET_V2_HUB_PATH)
+
+
 def fetch_weights(dest: Path, *, version: str = "1.6", snapshot_download=None) -> Path:
     """Download the official layout into `dest` (needs internet and huggingface_hub).
 
@@ -350,10 +367,12 @@ def fetch_weights(dest: Path, *, version: str = "1.6", snapshot_download=None) -
     dest.mkdir(parents=True, exist_ok=True)
     logger.info("fetching LatentSync {} into {}", version, dest)
     snapshot_download(
-        repo_id=HUB_REPOS[version], local_dir=str(dest), allow_patterns=[UNET_FILE, str(WHISPER_FILE), SYNCNET_FILE]
+        repo_id=HUB_REPOS[version], local_dir=str(dest),
+        allow_patterns=[UNET_FILE, str(WHISPER_FILE), SYNCNET_FILE, SYNCNET_V2_HUB_PATH],
     )
     if not (dest / SYNCNET_FILE).is_file():
         logger.warning("{} holds no {}: lip-sync scores (latentsync-eval) will need it", HUB_REPOS[version], SYNCNET_FILE)
+    _fetch_syncnet_v2(dest, HUB_REPOS[version], snapshot_download)
     snapshot_download(
         repo_id=HUB_VAE_REPO,
         local_dir=str(dest / VAE_DIR),

@@ -1,12 +1,15 @@
 """`latentsync-eval`: lip-sync scores of a video (StableSyncNet), on the command line.
 
     latentsync-eval VIDEO [--audio AUDIO] [--weights DIR|random|random-small] [--json OUT]
+                    [--lse auto|on|off] [--syncnet-v2 FILE]
 
 Scores VIDEO's faces against its own audio track, or against AUDIO when given. `--weights`
 is the folder `latentsync-run fetch-weights` fills (it must hold `stable_syncnet.pt`) or a
 checkpoint file; `random-small` / `random` run the same code on seeded random weights (the
 numbers are then meaningless). Prints a summary; `--json OUT` writes every number
-(`-` for stdout). Definitions: docs/quality.md.
+(`-` for stdout). LSE-C / LSE-D (the original SyncNet, `latentsync.quality.lse`) come too when
+the weights folder holds `syncnet_v2.model` (top level or `auxiliary/`, where fetch-weights puts
+it), or with `--lse on` / `--syncnet-v2 FILE`. Definitions: docs/quality.md.
 """
 from __future__ import annotations
 
@@ -45,9 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="windows per SyncNet call (default 8)")
     parser.add_argument("--face-backend", default="auto", help="auto, mediapipe or insightface")
     parser.add_argument("--stride", type=int, default=1, help="score every STRIDE-th 16-frame window (default 1)")
+    parser.add_argument("--lse", default="auto", choices=["auto", "on", "off"],
+                        help="LSE-C / LSE-D with the original SyncNet: auto (when the weights folder holds "
+                             "syncnet_v2.model), on (required; random weights: a seeded SyncNet), off")
+    parser.add_argument("--syncnet-v2", metavar="FILE", default=None,
+                        help="the original SyncNet's checkpoint (syncnet_v2.model) for LSE; implies --lse on")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     return parser
+
+
+def _lse_summary(lse) -> list[str]:
+    lines = []
+    if lse.random_weights:
+        lines.append("WARNING: random SyncNet weights for LSE: LSE-C / LSE-D are meaningless")
+    lines += [
+        f"LSE-C             {lse.lse_c:.4f}   (original SyncNet {lse.model}; higher is better)",
+        f"LSE-D             {lse.lse_d:.4f}   (lower is better); AV offset {lse.av_offset:+d} frames (upstream's sign), "
+        f"{len(lse.tracks)} face track(s), {lse.windows} windows, {lse.seconds:.2f} s",
+    ]
+    return lines
 
 
 def _summary(score) -> str:
@@ -78,6 +98,31 @@ def _check_output(out: str, inputs: Sequence[Optional[str]]) -> None:
                                     hint="choose another --json path")
 
 
+def _lse_scorer(args, torch):
+    """The LseScorer `--lse` / `--syncnet-v2` ask for, or None."""
+    from ..quality.lse import LseScorer, lse_scorer_for
+
+    options = dict(device=args.device, dtype=getattr(torch, args.dtype), seed=args.seed, face_backend=args.face_backend)
+    if args.syncnet_v2:
+        return LseScorer.from_weights(args.syncnet_v2, **options)
+    if args.lse == "off":
+        return None
+    return lse_scorer_for(args.weights, required=args.lse == "on", **options)
+
+
+def _lse_score(lse_scorer, args):
+    """LSE of the video; with `--lse auto` a clip LSE cannot score is a warning, not an error."""
+    if lse_scorer is None:
+        return None
+    try:
+        return lse_scorer.score_video(args.video, args.audio)
+    except LatentSyncError as error:
+        if args.lse == "on" or args.syncnet_v2:
+            raise
+        logger.warning("LSE not computed: {}", error)
+        return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logger.remove()
@@ -99,12 +144,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scorer = SyncScorer.from_weights(args.weights, device=args.device, dtype=getattr(torch, args.dtype),
                                          config=args.config, seed=args.seed, face_backend=args.face_backend,
                                          batch_size=args.batch_size)
+        lse_scorer = _lse_scorer(args, torch)  # before scoring: a missing or bad file fails fast
         score = scorer.score_video(args.video, args.audio, stride=args.stride)
-        data = {"video": str(args.video), "audio": str(args.audio) if args.audio else None, **score.to_dict()}
+        lse = _lse_score(lse_scorer, args)
+        data = {"video": str(args.video), "audio": str(args.audio) if args.audio else None, **score.to_dict(),
+                "lse": lse.to_dict() if lse is not None else None}
         if args.json == "-":
             print(json.dumps(data, indent=1))
         else:
             print(_summary(score))
+            if lse is not None:
+                print("\n".join(_lse_summary(lse)))
             if args.json:
                 from ..atomic import atomic_write_text
 

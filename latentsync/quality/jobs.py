@@ -18,6 +18,7 @@ from ..settings import RunSettings
 EVALUATIONS = ("sync",)
 RANDOM_SCORER_STRIDE = 8  # random weights: the numbers mean nothing, so score every 8th window only
 _SCORERS: dict[tuple[str, str], Any] = {}  # one SyncScorer per (weights, device) per process, like the models
+_LSE_SCORERS: dict[tuple[str, str], Any] = {}  # one LseScorer per (weights folder, device), when it holds syncnet_v2.model
 
 
 def check_evaluations(spec: JobSpec) -> Optional[str]:
@@ -57,10 +58,22 @@ def sync_scorer(weights: str, device: str):
     return _SCORERS[key]
 
 
+def lse_scorer(weights: str, device: str):
+    """The process's LseScorer for a weights folder holding `syncnet_v2.model` (top level or
+    `auxiliary/`), or None (random weights, or no such file: LSE is optional)."""
+    from .lse import lse_scorer_for
+
+    key = (weights, device)
+    if key not in _LSE_SCORERS:
+        _LSE_SCORERS[key] = lse_scorer_for(weights, device=device)
+    return _LSE_SCORERS[key]
+
+
 def evaluate_job(spec: JobSpec, report: JobReport, scorer_weights: str, settings: RunSettings) -> None:
     """Score the input and the written output against the audio; the result goes into
     `report.evaluation["sync"]` and `report.timings["evaluate_sync"]` (outside `seconds_total`,
-    which times the run). A clip the scorer cannot score (no face in any 16-frame window) keeps its
+    which times the run). When the weights folder holds `syncnet_v2.model`, each side also carries
+    LSE-C / LSE-D (`lse_c`, `lse_d`, `lse_av_offset`). A clip the scorer cannot score (no face in any 16-frame window) keeps its
     output: the evaluation is null and a warning says why."""
     from ..errors import LatentSyncError
     from ..pipeline.levers import resolve_device
@@ -71,8 +84,10 @@ def evaluate_job(spec: JobSpec, report: JobReport, scorer_weights: str, settings
     stride = RANDOM_SCORER_STRIDE if scorer_weights in ("random", "random-small") else 1
     try:
         evaluation = evaluate_sync(sync_scorer(scorer_weights, device), output_video=spec.output,
-                                   audio=spec.audio, input_video=spec.video, stride=stride)
+                                   audio=spec.audio, input_video=spec.video, stride=stride,
+                                   lse_scorer=lse_scorer(scorer_weights, device))
         entry: Optional[dict[str, Any]] = evaluation.to_report()
+        report.warnings.extend(evaluation.lse_warnings)
     except LatentSyncError as error:
         entry = None
         report.warnings.append(f"sync evaluation failed: {error}")

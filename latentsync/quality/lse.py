@@ -48,13 +48,13 @@ from ..models.syncnet_v2 import (
     load_syncnet_v2,
     seeded_syncnet_v2,
 )
+from ..weights import SYNCNET_V2_HUB_PATH  # where the hub repositories (and fetch-weights) keep it
 from .mfcc import ROWS_PER_SECOND, SAMPLE_RATE, int16_scale, mfcc
 
 VSHIFT = 15  # upstream's evaluate(vshift=15): offsets -15..+15 frames
 MIN_TRACK_FRAMES = 51  # upstream's eval_sync_conf: face tracks of more than min_track=50 frames
 BATCH_SIZE = 20  # upstream's evaluate(batch_size=20)
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance's eps, added to the difference
-SYNCNET_V2_HUB_PATH = "auxiliary/" + SYNCNET_V2_FILE  # where the hub repositories keep it
 RANDOM_LSE_WEIGHTS = ("random", "random-small", "random-1.5", "random-1.6")  # all mean one seeded SyncNetV2
 
 
@@ -311,18 +311,18 @@ def audio_row(window: int, fps: float) -> int:
 
 
 def lse_scorer_for(weights: str | Path, *, required: bool = False, **kwargs) -> Optional[LseScorer]:
-    """The LSE scorer a weights spec allows: a folder holding `syncnet_v2.model` gives one; a folder
-    without it gives None (or CheckpointError naming the file when `required`); random names give
-    a seeded one only when `required` (its numbers mean nothing)."""
+    """The LSE scorer a weights spec allows: a folder holding `syncnet_v2.model` (top level or
+    `auxiliary/`; for a checkpoint file, the folder it lies in) gives one; without that file, None,
+    or CheckpointError naming it when `required`. Random names give a seeded one only when
+    `required` (its numbers mean nothing)."""
     spec = str(weights)
     if spec in RANDOM_LSE_WEIGHTS:
         return LseScorer.from_weights(spec, **kwargs) if required else None
     path = Path(spec)
-    if path.is_dir() and find_syncnet_v2(path) is None and not required:
+    folder = path.parent if path.is_file() else path
+    if find_syncnet_v2(folder) is None and not required:
         return None
-    if path.is_file() and path.name != SYNCNET_V2_FILE and not required:
-        return None  # a StableSyncNet checkpoint given as --weights
-    return LseScorer.from_weights(path, **kwargs)
+    return LseScorer.from_weights(folder, **kwargs)
 
 
 __all__: Sequence[str] = ("LseScore", "LseScorer", "TrackLse", "audio_batch", "find_syncnet_v2", "lip_batch",

@@ -9,6 +9,11 @@ the result against the same audio; `drop` is input minus output for the sync pro
 the confidence (negative: the output is better synced). `sync_drop(reference, candidate)` is the
 quantity a goal's speed-up is judged by: the reference (the `quality` goal's output) minus the
 candidate (a faster goal's output), in confidence by default.
+
+With an `LseScorer` (the weights folder holds `syncnet_v2.model`), each side's summary also
+carries `lse_c`, `lse_d` and `lse_av_offset` (the original SyncNet's LSE-C / LSE-D,
+`latentsync.quality.lse`); a side LSE cannot score (no face track of 51 frames) lacks them and
+`lse_warnings` says why.
 """
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from loguru import logger
+
+from ..errors import LatentSyncError
+from .lse import LseScore, LseScorer
 from .sync import SyncScore, SyncScorer
 
 SUMMARY_FIELDS = (
@@ -44,6 +53,9 @@ class SyncEvaluation:
     output: SyncScore
     input: Optional[SyncScore]
     seconds: float
+    lse_output: Optional[LseScore] = None
+    lse_input: Optional[LseScore] = None
+    lse_warnings: tuple[str, ...] = ()
 
     @property
     def model(self) -> str:
@@ -62,20 +74,38 @@ class SyncEvaluation:
         return {
             "model": self.model,
             "random_weights": self.random_weights,
-            "input": summary(self.input) if self.input is not None else None,
-            "output": summary(self.output),
+            "input": _with_lse(summary(self.input), self.lse_input) if self.input is not None else None,
+            "output": _with_lse(summary(self.output), self.lse_output),
             "drop": self.drop(),
             "seconds": self.seconds,
         }
 
 
+def _with_lse(entry: dict[str, Any], lse: Optional[LseScore]) -> dict[str, Any]:
+    return {**entry, **lse.summary()} if lse is not None else entry
+
+
 def evaluate_sync(scorer: SyncScorer, *, output_video: str | Path, audio: str | Path | None = None,
-                  input_video: str | Path | None = None, stride: int = 1) -> SyncEvaluation:
-    """Score the output (and the input, when given) against `audio` (default: each video's own track)."""
+                  input_video: str | Path | None = None, stride: int = 1,
+                  lse_scorer: Optional[LseScorer] = None) -> SyncEvaluation:
+    """Score the output (and the input, when given) against `audio` (default: each video's own track);
+    with `lse_scorer`, LSE-C / LSE-D too (a video LSE cannot score gets a warning, not an error)."""
     started = time.perf_counter()
     before = scorer.score_video(input_video, audio, stride=stride) if input_video is not None else None
     after = scorer.score_video(output_video, audio, stride=stride)
-    return SyncEvaluation(output=after, input=before, seconds=time.perf_counter() - started)
+    lse: dict[str, Optional[LseScore]] = {"input": None, "output": None}
+    warnings: list[str] = []
+    if lse_scorer is not None:
+        for side, video in (("input", input_video), ("output", output_video)):
+            if video is None:
+                continue
+            try:
+                lse[side] = lse_scorer.score_video(video, audio)
+            except LatentSyncError as error:
+                warnings.append(f"LSE of the {side} failed: {error}")
+                logger.warning("LSE of {} failed: {}", video, error)
+    return SyncEvaluation(output=after, input=before, seconds=time.perf_counter() - started,
+                          lse_output=lse["output"], lse_input=lse["input"], lse_warnings=tuple(warnings))
 
 
 def report_sync_rows(rows: Sequence[tuple[str, Optional[Mapping[str, Any]]]]) -> list[tuple[str, Optional[Mapping[str, Any]]]]:

@@ -34,6 +34,34 @@ def test_scores_the_quickstart_clip(scored):
     assert -15 <= data["best_offset"] <= 15 and data["offsets"] == list(range(-15, 16))
     assert data["confidence"] >= 0.0
     assert data["seconds"] > 0 and {"decode", "faces", "visual_encoder", "audio_encoder"} <= set(data["stages"])
+    assert data["lse"] is None  # --lse auto: random weights give no LSE unless asked
+
+
+def test_lse_with_an_explicit_syncnet_v2_file(tmp_path, capsys):
+    import torch
+
+    from latentsync.models.syncnet_v2 import seeded_state_dict
+
+    checkpoint = tmp_path / "syncnet_v2.model"
+    torch.save(seeded_state_dict(4), checkpoint)
+    out = tmp_path / "score.json"
+    code = main([str(VIDEO), "--audio", str(AUDIO), "--weights", "random-small", "--stride", "15",
+                 "--syncnet-v2", str(checkpoint), "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "LSE-C" in printed and "LSE-D" in printed
+    lse = json.loads(out.read_text())["lse"]
+    assert lse["model"] == "syncnet_v2.model" and lse["random_weights"] is False
+    assert lse["frames"] == 75 and lse["frames_without_face"] == 0 and len(lse["tracks"]) == 1
+    assert lse["windows"] == lse["tracks"][0]["windows"] > 0
+    assert lse["lse_d"] > 0 and lse["lse_c"] >= 0 and lse["best_offset"] == -lse["av_offset"]
+
+
+def test_missing_syncnet_v2_file_exits_2_naming_it(capsys, tmp_path):
+    code = main([str(VIDEO), "--audio", str(AUDIO), "--weights", "random-small",
+                 "--syncnet-v2", str(tmp_path / "syncnet_v2.model")])
+    assert code == 2
+    assert "syncnet_v2.model" in capsys.readouterr().err
 
 
 def test_prints_a_summary_with_the_random_warning(capsys, tmp_path):
