@@ -24,7 +24,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -117,7 +117,8 @@ class QualityReport:
 # ---------------------------------------------------------------- checks before any work
 
 
-def check_quality_inputs(clip: str | Path, audio: str | Path | None, weights: Optional[str]) -> tuple[Path, Optional[Path], str]:
+def check_quality_inputs(clip: str | Path, audio: str | Path | None,
+                         weights: Optional[str]) -> tuple[Path, Optional[Path], str]:
     """(clip, audio, the scorer's weights) or a LatentSyncError (exit 2) saying what is wrong: no
     weights, a clip missing, unreadable or without audio, weights without `stable_syncnet.pt`."""
     from ..facts.clip import probe_clip
@@ -126,10 +127,12 @@ def check_quality_inputs(clip: str | Path, audio: str | Path | None, weights: Op
 
     if weights is None:
         raise InvalidInputError("--quality needs --weights DIR: the weights to run and the folder holding "
-                                "stable_syncnet.pt", hint="--weights random-small runs the code path (numbers meaningless)")
+                                "stable_syncnet.pt",
+                                hint="--weights random-small runs the code path (numbers meaningless)")
     clip_path = Path(clip).expanduser()
     if not clip_path.is_file():
-        raise MediaError("clip not found", path=clip_path, hint="latentsync-bench --quality CLIP: a video file with a face")
+        raise MediaError("clip not found", path=clip_path,
+                         hint="latentsync-bench --quality CLIP: a video file with a face")
     audio_path = Path(audio).expanduser() if audio is not None else None
     if audio_path is not None and not audio_path.is_file():
         raise MediaError("audio not found", path=audio_path, hint="--audio A: the driving audio (wav, mp3, ...)")
@@ -324,7 +327,8 @@ def run_quality_benchmark(clip: str | Path, *, audio: str | Path | None = None, 
         "clip": clip_path.name, "clip_seconds": round(reference.video_seconds, 4),
         "audio": audio_path.name if audio_path is not None else None,
         "weights": weights, "weights_kind": weights_kind(weights), "model_version": model_version,
-        "scorer": str(getattr(scorer, "name", scorer_weights)), "scorer_stride": stride, "metric": DROP_METRIC, "device": device, "smoke_run": options.reduced,
+        "scorer": str(getattr(scorer, "name", scorer_weights)), "scorer_stride": stride, "metric": DROP_METRIC,
+        "device": device, "smoke_run": options.reduced,
     }
     entry = write_quality_section(path, gpu, section, run)
     logger.info("wrote the quality section of {}'s benchmark entry to {}", gpu.name, path)
@@ -391,7 +395,8 @@ def format_quality_report(report: QualityReport) -> str:
     lines = [
         f"latentsync-bench --quality {Path(report.clip).name} ({report.clip_seconds:.2f} s, driven by {audio})",
         f"weights {report.weights} ({report.weights_kind}), device {report.device}, "
-        f"scorer {report.scorer} ({'every window' if report.scorer_stride == 1 else f'every {report.scorer_stride}th window'})",
+        f"scorer {report.scorer} ("
+        + ("every window" if report.scorer_stride == 1 else f"every {report.scorer_stride}th window") + ")",
     ]
     if report.random_weights:
         lines.append("WARNING: random weights: these numbers are meaningless")
@@ -404,8 +409,8 @@ def format_quality_report(report: QualityReport) -> str:
     if report.auto is not None:
         facts = ", ".join(f"{name} {value:g}" for name, value in report.auto["facts"].items())
         if facts:
-            lines.append(f"auto on this clip now: goal {report.auto['goal']} (auto's choice {report.auto['goal_auto']}; "
-                         f"measured {facts}; rules/v1/22_goal_sync.yaml)")
+            lines.append(f"auto on this clip now: goal {report.auto['goal']} (auto's choice "
+                         f"{report.auto['goal_auto']}; measured {facts}; rules/v1/22_goal_sync.yaml)")
         else:
             lines.append(f"auto on this clip: goal {report.auto['goal']} (the rules do not read this entry's drops "
                          "on this machine)")
