@@ -70,6 +70,7 @@ class JobReport:
     fallbacks_applied: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     evaluation: Optional[dict[str, Any]] = None  # {"sync": ...} when the job asked (`evaluate: [sync]`)
+    warm: dict[str, Any] = field(default_factory=dict)  # what the run found warm (pipeline/warm_start.py)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

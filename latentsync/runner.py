@@ -25,7 +25,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -36,6 +36,7 @@ from .errors import MediaError, OutOfMemoryError
 from .jobs import CancelCallback, JobReport, JobSpec, ProgressCallback
 from .output_safety import check_outputs, contact_sheet_path, report_path
 from .quality.jobs import check_evaluations, evaluate_job
+from .pipeline import warm_start
 from .pipeline.lipsync import JobCancelled, PipelineResult  # noqa: F401  (JobCancelled: front ends catch it here)
 from .settings import RunSettings
 
@@ -110,9 +111,10 @@ class Attempt:
     fallbacks_applied: list[dict]
     warnings: list[str]
     load_seconds: float
+    warm: dict = field(default_factory=dict)  # the job report's `warm` section (pipeline/warm_start.py)
 
 
-def run_with_fallbacks(weights: str, settings: RunSettings, fallbacks, run) -> Attempt:
+def run_with_fallbacks(weights: str, settings: RunSettings, fallbacks, run, *, goal: Optional[str] = None) -> Attempt:
     """Build the pipeline and call `run(pipeline, settings)`; on device out-of-memory apply the
     plan's fallback steps in order (each on top of the previous ones) and run the whole clip
     again. A failed attempt leaves no output (sinks start over when opened)."""
@@ -125,9 +127,13 @@ def run_with_fallbacks(weights: str, settings: RunSettings, fallbacks, run) -> A
     while True:
         try:
             started = time.perf_counter()
+            resident = _models_resident(weights, settings)
             pipeline = build_pipeline(weights, settings)
             load_seconds += time.perf_counter() - started
-            return Attempt(run(pipeline, settings), settings, applied, warnings, load_seconds)
+            warm = warm_start.before_run(pipeline, models_resident=resident)
+            result = run(pipeline, settings)
+            return Attempt(result, settings, applied, warnings, load_seconds,
+                           warm=warm_start.after_run(warm, pipeline, result.stats, goal=goal))
         except torch.OutOfMemoryError as exc:
             pipeline = None  # noqa: F841  (drop the failed attempt's tensors before retrying)
             _free_device_memory()
@@ -142,6 +148,14 @@ def run_with_fallbacks(weights: str, settings: RunSettings, fallbacks, run) -> A
             message = f"out of memory: stepping down to {step['set']} (rule {step['rule']})"
             logger.warning(message)
             warnings.append(message)
+
+
+def _models_resident(weights: str, settings: RunSettings) -> bool:
+    from .pipeline.levers import resolve_device
+    from .weights import models_resident
+
+    device, dtype, _ = resolve_device(settings)
+    return models_resident(weights, device=str(device), dtype=dtype)
 
 
 def build_pipeline(weights: str, settings: RunSettings):
@@ -171,7 +185,7 @@ def run_clip(source, sink, plan: "RunPlan", *, weights: str, job: dict[str, Any]
         target = sink(settings) if callable(sink) else sink
         return pipeline(source, target, progress=progress, cancel=cancel, contact_sheet=contact_sheet)
 
-    attempt = run_with_fallbacks(weights, plan.settings, plan.fallbacks, run)
+    attempt = run_with_fallbacks(weights, plan.settings, plan.fallbacks, run, goal=getattr(plan, "goal", None))
     result = attempt.result
     timings = {"load_models": attempt.load_seconds, **result.timings}
     return JobReport(
@@ -194,6 +208,7 @@ def run_clip(source, sink, plan: "RunPlan", *, weights: str, job: dict[str, Any]
         settings_applied=attempt.settings.to_dict(),
         fallbacks_applied=attempt.fallbacks_applied,
         stats=result.stats,
+        warm=attempt.warm,
     )
 
 

@@ -75,6 +75,8 @@ class LipSyncModels:
     # is the format the weights are in; compiled graphs assume it.
     compiled: dict = field(default_factory=dict)
     memory_format: Optional[str] = None
+    # graph keys (compile_cache.graph_key) these models have run compiled: their graphs exist
+    compiled_calls: dict = field(default_factory=dict)
 
 
 def is_random(weights: str) -> bool:
@@ -265,6 +267,15 @@ def load_models(weights: str, *, device: str = "cpu", dtype=None, seed: int = 0)
         _cache.clear()  # one model set at a time: VRAM is precious
         _cache[key] = models
         return models
+
+
+def models_resident(weights: str, *, device: str = "cpu", dtype=None) -> bool:
+    """Whether `load_models` would return models this process already holds (no load)."""
+    import torch
+
+    key = (str(weights), str(device), str(dtype or torch.float32))
+    with _cache_lock:
+        return key in _cache
 
 
 def clear_model_cache() -> None:

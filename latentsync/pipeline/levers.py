@@ -58,46 +58,51 @@ def _memory_format(name: str) -> torch.memory_format:
 
 
 def compile_cache_dir() -> Path:
-    """Where torch.compile keeps its artifacts between runs.
+    """Where torch.compile keeps its artifacts between runs on this machine's CUDA device (or
+    the CPU): the keyed folder of `compile_cache.CompileCache`, or `TORCHINDUCTOR_CACHE_DIR`
+    when the user set it. Inductor's default is a folder under /tmp, which many systems
+    empty at reboot: a warm cache turns a 100 s cold compile of the UNet into seconds, so
+    it belongs with the user's caches."""
+    from .compile_cache import CompileCache
 
-    `TORCHINDUCTOR_CACHE_DIR` when the user set it, else
-    `$XDG_CACHE_HOME/latentsync-runner/inductor` (~/.cache/...). Inductor's default is a
-    folder under /tmp, which many systems empty at reboot: a warm cache turns a 100 s
-    cold compile of the UNet into seconds, so it belongs with the user's caches.
-    """
     if os.getenv("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
-    root = Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "latentsync-runner" / "inductor"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return CompileCache.for_device(device).inductor_dir
 
 
 @contextlib.contextmanager
-def run_scope(settings: RunSettings, device: torch.device) -> Iterator[None]:
+def run_scope(settings: RunSettings, device: torch.device, cache=None) -> Iterator[None]:
     """The process-wide state one run needs, restored when it ends.
 
-    TF32 and cuDNN autotuning are torch-global flags; inductor finds its cache folder
-    through an environment variable, read whenever it compiles (during a run's first
-    calls). Each is set for the run and put back afterwards, so code sharing the
-    process (ComfyUI and its other node packs) sees its own values again.
+    TF32 and cuDNN autotuning are torch-global flags; inductor and Triton find their cache
+    folders through environment variables, read whenever they compile (during a run's first
+    calls): they point at `cache` (a `CompileCache`, keyed by card and versions) so kernels
+    built by one process are found by the next. Each is set for the run and put back
+    afterwards, so code sharing the process (ComfyUI and its other node packs) sees its own
+    values again.
     """
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.backends.cudnn.benchmark)
-    env_was = os.getenv("TORCHINDUCTOR_CACHE_DIR")
+    env = cache.environment() if cache is not None else {}
+    env_was = {name: os.environ.get(name) for name in env}
     try:
         # set on every device (they only matter on CUDA), so a run is the same code everywhere
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-        if settings.compiles and env_was is None:
-            folder = compile_cache_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+        if env:
+            cache.ensure()
+            os.environ.update(env)
         yield
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
-        if env_was is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        for name, value in env_was.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def apply_unet_kernels(unet, settings: RunSettings, warnings: list[str]) -> None:
