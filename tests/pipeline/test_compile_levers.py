@@ -99,21 +99,25 @@ def test_channels_last_reaches_the_vae(small_vae):
     assert small_vae.encoder.conv_in.weight.is_contiguous()
 
 
-def test_compile_cache_folder_is_the_users_unless_set(monkeypatch, tmp_path):
+def test_compile_cache_folder_is_the_users_keyed_one_unless_set(monkeypatch, tmp_path):
+    from latentsync.pipeline.compile_cache import CompileCache
+
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    folder = tmp_path / "cache" / "latentsync-runner" / "inductor"
+    cache = CompileCache.for_device("cpu")
+    folder = cache.inductor_dir
+    assert folder.parent.parent == tmp_path / "cache" / "latentsync-runner" / "compile"
     assert levers.compile_cache_dir() == folder
-    # a run with compile on points inductor at that folder (made if missing), and only during the run
-    with levers.run_scope(settings(compile="default"), torch.device("cpu")):
-        assert folder.is_dir() and torch_env() == str(folder)
-    assert torch_env() is None
-    # compile off: inductor is not pointed anywhere
-    with levers.run_scope(settings(), torch.device("cpu")):
-        assert torch_env() is None
+    # a run points inductor (and Triton) at the keyed folders (made if missing), and only during the run
+    for plan in (settings(compile="default"), settings()):
+        with levers.run_scope(plan, torch.device("cpu"), cache):
+            assert folder.is_dir() and torch_env() == str(folder)
+            assert os.environ["TRITON_CACHE_DIR"] == str(cache.triton_dir)
+        assert torch_env() is None and "TRITON_CACHE_DIR" not in os.environ
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert levers.compile_cache_dir() == tmp_path / "mine"  # the user's choice wins
-    with levers.run_scope(settings(compile="default"), torch.device("cpu")):
+    with levers.run_scope(settings(compile="default"), torch.device("cpu"), cache):
         assert torch_env() == str(tmp_path / "mine")
     assert torch_env() == str(tmp_path / "mine")  # and is left as it was
 
@@ -125,13 +129,17 @@ def torch_env():
 def test_compiled_vae_runs_with_inductor_pointed_at_the_persistent_cache(small_vae, monkeypatch, tmp_path,
                                                                        fake_compile):
     """Compilation happens at the first calls, which a run makes inside `run_scope`."""
+    from latentsync.pipeline.compile_cache import CompileCache
+
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     compiled = settings(compile="default")
     options = levers.prepare_vae(bare_models(vae=small_vae), compiled)
-    with levers.run_scope(compiled, torch.device("cpu")):
+    cache = CompileCache.for_device("cpu")
+    with levers.run_scope(compiled, torch.device("cpu"), cache):
         encode_images(small_vae, torch.rand(2, 3, 32, 32) * 2 - 1, options)
-    assert fake_compile.cache_dirs == [str(tmp_path / "xdg" / "latentsync-runner" / "inductor")]
+    assert fake_compile.cache_dirs == [str(cache.inductor_dir)]
     assert torch_env() is None
 
 

@@ -190,26 +190,33 @@ def test_a_cpu_run_sets_and_restores_the_same_flags(restore_flags):
 
 
 @pytest.mark.parametrize("user_folder", [False, True])
-def test_a_compiled_run_scope_restores_torch_flags_and_the_inductor_cache_folder(restore_flags, monkeypatch,
-                                                                                tmp_path, user_folder):
+def test_a_compiled_run_scope_restores_torch_flags_and_the_cache_folders(restore_flags, monkeypatch, tmp_path,
+                                                                        user_folder):
+    from latentsync.pipeline.compile_cache import CompileCache
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     if user_folder:
         monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     else:
         monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     before_env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    cache = CompileCache.for_device("cpu")
     before = (False, False, False)
     (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = before
     compiled = default_settings(compile="default", cuda_graphs=True, tf32=True, cudnn_benchmark=True)
     with pytest.raises(KeyError):  # also when the run fails
-        with levers.run_scope(compiled, torch.device("cuda")):
+        with levers.run_scope(compiled, torch.device("cuda"), cache):
             assert _flags() == (True, True, True)
-            expected = tmp_path / "mine" if user_folder else tmp_path / "xdg" / "latentsync-runner" / "inductor"
+            expected = tmp_path / "mine" if user_folder else cache.inductor_dir
             assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(expected)
+            assert os.environ["TRITON_CACHE_DIR"] == str(cache.triton_dir)
+            assert str(cache.folder).startswith(str(tmp_path / "xdg" / "latentsync-runner" / "compile"))
             assert user_folder or expected.is_dir()
             raise KeyError("stop")
     assert _flags() == before
     assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == before_env
+    assert "TRITON_CACHE_DIR" not in os.environ
 
 
 @pytest.mark.parametrize("tf32, benchmark", [(False, False), (True, True)])
@@ -226,9 +233,9 @@ def test_the_pipeline_runs_its_stages_inside_the_run_scope(monkeypatch, restore_
     real_scope = lipsync_module.run_scope
 
     class RecordingScope:
-        def __init__(self, settings, device):
+        def __init__(self, settings, device, cache=None):
             scopes.append((settings, device))
-            self.inner = real_scope(settings, device)
+            self.inner = real_scope(settings, device, cache)
 
         def __enter__(self):
             self.inner.__enter__()
