@@ -201,7 +201,7 @@ def _run_goal(spec: JobSpec, plan, scorer, audio: Optional[Path], stride: int, p
     from ..runner import execute_plan
 
     check_outputs(spec)  # never an input, whatever --outputs names
-    progress.stage = f"run {spec.goal}"
+    _stage(progress, f"run {spec.goal}")
     report = execute_plan(spec, plan)
     progress.tick()
     _check_faces(spec, report)
@@ -210,7 +210,7 @@ def _run_goal(spec: JobSpec, plan, scorer, audio: Optional[Path], stride: int, p
     video_seconds = float(report.video_seconds) or 1e-9
     gpu = report.timings.get("gpu")
     missing = len(report.frames_without_face)
-    progress.stage = f"sync {spec.goal}"
+    _stage(progress, f"sync {spec.goal}")
     try:
         score = scorer.score_video(spec.output, audio, stride=stride)
     except LatentSyncError as error:
@@ -225,6 +225,13 @@ def _run_goal(spec: JobSpec, plan, scorer, audio: Optional[Path], stride: int, p
         peak_vram_gib=report.peak_vram_gib, frames=report.frames_total, frames_without_face=missing,
         fallbacks_applied=[step["rule"] for step in report.fallbacks_applied], sync=summary(score),
     ), score
+
+
+def _stage(progress: _Progress, name: str) -> None:
+    """Say what runs now (the bar's label), before the unit it ticks when done."""
+    progress.stage = name
+    if progress.callback is not None:
+        progress.callback(name, progress.done, progress.total)
 
 
 def _check_faces(spec: JobSpec, report) -> None:
@@ -299,7 +306,7 @@ def run_quality_benchmark(clip: str | Path, *, audio: str | Path | None = None, 
                                 ruleset, path, options) for goal in QUALITY_GOALS}
         device = str(resolve_device(plans[REFERENCE_GOAL][1].settings)[0])
         if options.warmup:
-            tracker.stage = "warm-up"
+            _stage(tracker, "warm-up")
             _warm_up(*plans[REFERENCE_GOAL], options)
             tracker.tick()
         scorer = sync_scorer(scorer_weights, device)
@@ -308,7 +315,7 @@ def run_quality_benchmark(clip: str | Path, *, audio: str | Path | None = None, 
             logger.info("goal {}: {}", goal, describe(dict(plan.settings)))
             result, scores[goal] = _run_goal(spec, plan, scorer, audio_path, stride, tracker)
             results.append(result)
-        tracker.stage = "compare"
+        _stage(tracker, "compare (PSNR)")
         reference = next(result for result in results if result.goal == REFERENCE_GOAL)
         reference_out = plans[REFERENCE_GOAL][0].output
         for result in results:

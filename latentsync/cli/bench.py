@@ -95,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.add(sys.stderr, level=level, format=fmt, filter=quiet_cache_reads)
 
     try:
-        from ..bench import BenchmarkOptions, clear_cached_results, run_benchmark, write_plot
+        from ..bench import BenchmarkOptions, clear_cached_results, run_benchmark, run_quality_benchmark, write_plot
         from ..facts.gpu import probe_gpu
 
         if args.clear and args.mode is None:
@@ -123,8 +123,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bar.refresh()
 
         if args.quality_clip is not None:
-            from ..bench.quality import run_quality_benchmark
-
             report = run_quality_benchmark(args.quality_clip, audio=args.audio, weights=args.weights,
                                            cache_path=args.cache, progress=progress, options=options,
                                            outputs=args.outputs)
