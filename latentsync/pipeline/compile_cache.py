@@ -227,11 +227,33 @@ class CompileCache:
         """Environment variables pointing inductor and Triton at this key's folders (the
         user's own settings of them win)."""
         env = {}
-        if not os.getenv("TORCHINDUCTOR_CACHE_DIR"):
+        if not user_set("TORCHINDUCTOR_CACHE_DIR"):
             env["TORCHINDUCTOR_CACHE_DIR"] = str(self.inductor_dir)
-        if not os.getenv("TRITON_CACHE_DIR"):
+        if not user_set("TRITON_CACHE_DIR"):
             env["TRITON_CACHE_DIR"] = str(self.triton_dir)
         return env
 
     def user_managed(self) -> bool:
-        return bool(os.getenv("TORCHINDUCTOR_CACHE_DIR") or os.getenv("TRITON_CACHE_DIR"))
+        return user_set("TORCHINDUCTOR_CACHE_DIR") or user_set("TRITON_CACHE_DIR")
+
+
+def _torch_default_inductor_dir() -> Optional[str]:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return default_cache_dir()
+
+
+def user_set(name: str) -> bool:
+    """Whether the user chose this cache folder. Importing torch._dynamo (diffusers does)
+    writes inductor's default into TORCHINDUCTOR_CACHE_DIR itself, and inductor derives
+    TRITON_CACHE_DIR from it: those values are torch's, not the user's (measured on the
+    H200 device: the variable is set once `diffusers.models` is imported)."""
+    value = os.getenv(name)
+    if not value:
+        return False
+    default = _torch_default_inductor_dir()
+    if default is None:
+        return True
+    return not (value == default or value.startswith(default.rstrip(os.sep) + os.sep))

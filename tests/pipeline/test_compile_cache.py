@@ -124,3 +124,16 @@ def test_first_batch_warmup_needs_steady_batches():
 def test_the_default_root_is_the_users_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compile_cache.cache_root() == tmp_path / "latentsync-runner" / "compile"
+
+
+def test_torchs_own_default_folder_is_not_the_users_choice(tmp_path, monkeypatch):
+    """torch writes its default into TORCHINDUCTOR_CACHE_DIR when dynamo is imported: that
+    must not stop runs from using the keyed folder."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    monkeypatch.setenv("TRITON_CACHE_DIR", default_cache_dir() + "/triton/0")
+    cache = CompileCache(KEY, tmp_path)
+    assert not cache.user_managed()
+    assert cache.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(cache.inductor_dir)
+    assert cache.environment()["TRITON_CACHE_DIR"] == str(cache.triton_dir)
