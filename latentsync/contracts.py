@@ -27,7 +27,7 @@ from .paths import schemas_dir
 
 PathPart = Union[str, int]
 
-SCHEMA_NAMES = ("rules", "gpu_profiles", "rule_tests", "plan", "run_plan", "benchmark_cache", "job_report")
+SCHEMA_NAMES = ("rules", "gpu_profiles", "time_model", "rule_tests", "plan", "run_plan", "benchmark_cache", "job_report")
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "exists")
 
 _lock = threading.Lock()

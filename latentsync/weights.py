@@ -278,6 +278,12 @@ def models_resident(weights: str, *, device: str = "cpu", dtype=None) -> bool:
         return key in _cache
 
 
+def resident_compiled_graphs() -> set[str]:
+    """Graph keys whose compiled graphs the models this process holds have run."""
+    with _cache_lock:
+        return {key for models in _cache.values() for key in models.compiled_calls}
+
+
 def clear_model_cache() -> None:
     with _cache_lock:
         _cache.clear()

@@ -191,8 +191,10 @@ class LatentSync:
                 run_plan=None):
         from ..api import lipsync_arrays
         from ..errors import InvalidInputError, OutOfMemoryError
+        from ..facts.timing import mark_resident
         from ..runner import JobCancelled
 
+        mark_resident()  # a ComfyUI session keeps the models between runs (only this package's flag)
         started = time.perf_counter()
         weights_value = host.resolve_weights(weights, weights_path)
         if fps is None or float(fps) <= 0:

@@ -86,7 +86,8 @@ def run_case(case: _Case, ruleset: Any) -> CaseResult:
     data = case.data
     result = CaseResult(case.file, data["name"], case.line)
     gpu = gpu_facts_from_profile(data["gpu"], ruleset.gpu_profiles[data["gpu"]])
-    facts = Facts(gpu=gpu, clip=assumed_clip(float(data["duration"])), benchmark=BenchmarkFacts(available=False))
+    facts = Facts(gpu=gpu, clip=assumed_clip(float(data["duration"])), benchmark=BenchmarkFacts(available=False),
+                  time_model=ruleset.time_model)
     flat = {**facts.flat(), **data.get("facts", {})}
     job_fields = data.get("job", {})
     job = JobSpec(video=Path("policy-test.mp4"), output=Path("policy-test.out.mp4"),
@@ -145,7 +146,8 @@ def prove_rules(ruleset: Any) -> None:
         gpu = gpu_facts_from_profile(name, profile)
         for duration in PROOF_DURATIONS:
             for goal in ("auto", "preview", "quality"):
-                facts = Facts(gpu=gpu, clip=assumed_clip(duration), benchmark=BenchmarkFacts(available=False))
+                facts = Facts(gpu=gpu, clip=assumed_clip(duration), benchmark=BenchmarkFacts(available=False),
+                              time_model=ruleset.time_model)
                 job = JobSpec(video=Path("proof.mp4"), output=Path("proof.out.mp4"), goal=goal, weights="checkpoint")
                 try:
                     resolve_flat(job, facts.flat(), ruleset)

@@ -28,6 +28,7 @@ from .yamlio import YamlDocument, load_yaml
 
 SUPPORTED_SCHEMA_VERSION = 1
 PROFILES_FILE = "gpu_profiles.yaml"
+TIME_MODEL_FILE = "time_model.yaml"  # reference rates and warm-ups (facts/timing.py)
 TESTS_FOLDER = "tests"
 STAGES = ("derive", "settings")
 
@@ -68,6 +69,7 @@ class _Policy:
     by_id: dict[str, Rule] = field(default_factory=dict)
     engine: str = "durable-rules"  # which evaluator `backend="durable"` uses, as run plans say it
     warnings: list[Problem] = field(default_factory=list)  # rules that can never fire, checks not completed
+    time_model: dict[str, dict] = field(default_factory=dict)  # goal -> reference rates and warm-ups
 
 
 def resolve_rules_folder(path: Optional[Path]) -> Path:
@@ -126,6 +128,29 @@ def _read_profiles(folder: Path, problems: list[Problem]) -> tuple[dict[str, dic
     return dict(profiles), path, path.read_bytes()
 
 
+def _read_data_file(folder: Path, name: str, schema: str, key: str,
+                    problems: list[Problem]) -> tuple[dict, bytes]:
+    """An optional schema-checked data file of the rules folder: (its `key` section, its bytes)."""
+    path = folder / name
+    if not path.is_file():
+        return {}, b""
+    if path.stat().st_size > RULES_LIMITS.max_bytes:
+        problems.append(Problem(_label(folder, path), f"the file is {path.stat().st_size:,} bytes; the limit is "
+                                f"{RULES_LIMITS.max_bytes:,} bytes (see docs/limits.md)"))
+        return {}, b""
+    document, found = load_yaml(path, _label(folder, path))
+    problems += found
+    if document is None:
+        return {}, path.read_bytes()
+    version_problem = _version_problem(document)
+    if version_problem:
+        problems.append(version_problem)
+        return {}, path.read_bytes()
+    schema_found = _schema_problems(document, schema)
+    problems += schema_found
+    return (dict(document.data.get(key, {})) if not schema_found else {}), path.read_bytes()
+
+
 def _read_rule_file(folder: Path, path: Path, file_index: int, problems: list[Problem]) -> list[tuple[Rule, dict]]:
     """Rules of one file, conditions not yet parsed (derived values are known only after all files)."""
     document, found = load_yaml(path, _label(folder, path))
@@ -176,7 +201,7 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
     if not folder.is_dir():
         raise RulesError([Problem(str(folder), "rules folder not found")])
     rule_paths = sorted(p for p in folder.iterdir()
-                        if p.suffix in (".yaml", ".yml") and p.is_file() and p.name != PROFILES_FILE
+                        if p.suffix in (".yaml", ".yml") and p.is_file() and p.name not in (PROFILES_FILE, TIME_MODEL_FILE)
                         and not p.name.startswith("."))
     if not rule_paths:
         raise RulesError([Problem(str(folder), "no rule files (*.yaml) in the rules folder")])
@@ -193,6 +218,9 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
     profiles, profiles_file, profile_bytes = _read_profiles(folder, problems)
     if profiles_file is not None:
         digest.update(PROFILES_FILE.encode() + b"\0" + profile_bytes + b"\0")
+    time_model, time_model_bytes = _read_data_file(folder, TIME_MODEL_FILE, "time_model", "goals", problems)
+    if time_model_bytes:
+        digest.update(TIME_MODEL_FILE.encode() + b"\0" + time_model_bytes + b"\0")
 
     # Ids are unique across the folder: an explanation names a rule by id alone.
     first_seen: dict[str, Rule] = {}
@@ -265,9 +293,11 @@ def read_policy(path: Optional[Path] = None) -> _Policy:
                           for name in error.rule_names if name in by_id]
                          or [Problem(str(folder), str(error))]) from error
     policy = _Policy(path=folder, version=folder.name, hash=digest.hexdigest(),
-                     files=rule_paths + ([profiles_file] if profiles_file else []), rules=rules,
+                     files=rule_paths + ([profiles_file] if profiles_file else [])
+                     + ([folder / TIME_MODEL_FILE] if time_model_bytes else []), rules=rules,
                      gpu_profiles=profiles, profiles_file=profiles_file, derived_values=derived_values,
-                     matcher=matcher, oracle=OracleMatcher(stages), engine=engine, warnings=warnings)
+                     matcher=matcher, oracle=OracleMatcher(stages), engine=engine, warnings=warnings,
+                     time_model=time_model)
     policy.by_id = {rule.id: rule for rule in rules}
     for warning in warnings:
         logger.warning("rules {}: {}", folder, warning)
@@ -322,6 +352,11 @@ class RuleSet:
     @property
     def gpu_profiles(self) -> dict[str, dict]:
         return dict(self.snapshot().gpu_profiles)
+
+    @property
+    def time_model(self) -> dict[str, dict]:
+        """goal -> reference rates and warm-ups (time_model.yaml; empty without one)."""
+        return dict(self.snapshot().time_model)
 
     @property
     def profiles_file(self) -> Optional[Path]:

@@ -76,7 +76,15 @@ def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = No
         notes.append(f"no benchmark: run latentsync-bench ({bench.reason})")
     logger.debug("facts: gpu={} ({}), cpu cores={} ({}), clip={:.2f}s, benchmark={}, model {}", gpu.name,
                  gpu.source, host.cpu_cores, host.source, clip.duration_s, bench.available, model_version)
-    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host, model_version=model_version)
+    from .timing import WarmFacts, probe_warm, process_is_resident
+
+    # an assumed card is not this machine's: its caches say nothing about that card
+    warm = WarmFacts(resident=process_is_resident()) if profile_name is not None else probe_warm(model_version)
+    facts = Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host, model_version=model_version,
+                  warm=warm, time_model=getattr(ruleset, "time_model", {}) or {})
+    # say how the time facts came about: `latentsync-rules explain` prints the notes
+    timing = tuple(f"time: {saving.explain()}" for saving in facts.compile_savings().values())
+    return replace(facts, notes=facts.notes + timing) if timing else facts
 
 
 def _model_version(job: Any, notes: list[str]) -> str:

@@ -17,6 +17,7 @@ from .benchmark import BenchmarkFacts
 from .clip import ClipFacts
 from .gpu import GpuFacts
 from .host import HostFacts
+from .timing import WarmFacts, compile_savings
 
 GOALS = ("preview", "balanced", "quality", "auto")
 QUALITY_PRESETS = ("draft", "fast", "balanced", "quality", "ultra")
@@ -75,6 +76,15 @@ FACTS: dict[str, FactSpec] = {
                                    always=False),
     "sync_drop_preview": FactSpec("number", "measured sync drop of goal preview against goal quality (confidence)",
                                   always=False),
+    # time to result (facts/timing.py, rules/vN/time_model.yaml): warm-up + clip x rate
+    "resident": FactSpec("boolean", "this process keeps models and compiled graphs between clips (drop folder, "
+                         "ComfyUI)"),
+    "compile_saves_s_quality": FactSpec("number", "seconds torch.compile would save on this clip in goal quality, "
+                                        "warm-up included (negative: it would cost)", always=False),
+    "compile_saves_s_balanced": FactSpec("number", "seconds torch.compile would save on this clip in goal balanced, "
+                                         "warm-up included", always=False),
+    "compile_saves_s_preview": FactSpec("number", "seconds torch.compile would save on this clip in goal preview, "
+                                        "warm-up included", always=False),
     # the job
     "goal": FactSpec("string", "the job's goal", GOALS),
     "quality_preset": FactSpec("string", "the job's quality preset", QUALITY_PRESETS, always=False),
@@ -152,6 +162,20 @@ class Facts:
     notes: tuple[str, ...] = field(default_factory=tuple)
     host: Optional[HostFacts] = None  # None: unknown (policy tests), so `cpu_cores` is absent
     model_version: Optional[str] = None  # None: unknown (policy tests), so `model_version` is absent
+    warm: WarmFacts = field(default_factory=WarmFacts)  # caches and resident graphs (facts/timing.py)
+    time_model: dict = field(default_factory=dict)  # the rules folder's time_model.yaml goals
+
+    def speed_scale(self) -> float:
+        """This card's measured speed against the time model's reference card (1 without a benchmark)."""
+        measured = (self.benchmark.modes or {}).get("normal") if self.benchmark.available else None
+        seconds = measured.get("seconds_per_video_second") if isinstance(measured, dict) else None
+        reference = (self.time_model.get("quality") or {}).get("eager_s_per_video_s")
+        if isinstance(seconds, (int, float)) and seconds > 0 and reference:
+            return float(seconds) / float(reference)
+        return 1.0
+
+    def compile_savings(self):
+        return compile_savings(self.time_model, self.clip.duration_s, self.warm, self.speed_scale())
 
     def flat(self) -> dict[str, Any]:
         """The mapping the rules test; unknown optional facts are absent, never None."""
@@ -177,7 +201,10 @@ class Facts:
             "bench_max_frames_per_batch": bench.max_frames_per_batch,
             "bench_peak_vram_gib": bench.peak_vram_gib,
             "model_version": self.model_version,
+            "resident": self.warm.resident,
         }
+        for goal, saving in self.compile_savings().items():
+            flat[f"compile_saves_s_{goal}"] = round(saving.seconds, 4)
         if bench.available:
             for mode, measured in (bench.modes or {}).items():
                 seconds = measured.get("seconds_per_video_second") if isinstance(measured, dict) else None
@@ -193,11 +220,12 @@ class Facts:
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu.to_dict(), "clip": self.clip.to_dict(), "benchmark": self.benchmark.to_dict(),
                 "notes": list(self.notes), "host": None if self.host is None else self.host.to_dict(),
-                "model_version": self.model_version}
+                "model_version": self.model_version, "warm": self.warm.to_dict(), "time_model": dict(self.time_model)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Facts":
         return cls(gpu=GpuFacts.from_dict(data["gpu"]), clip=ClipFacts.from_dict(data["clip"]),
                    benchmark=BenchmarkFacts.from_dict(data["benchmark"]), notes=tuple(data.get("notes", ())),
                    host=HostFacts.from_dict(data["host"]) if data.get("host") else None,
-                   model_version=data.get("model_version"))
+                   model_version=data.get("model_version"), warm=WarmFacts.from_dict(data.get("warm")),
+                   time_model=dict(data.get("time_model") or {}))

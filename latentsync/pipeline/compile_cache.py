@@ -168,13 +168,18 @@ class CompileCache:
         return found
 
     def record(self, graph: str, *, goal: Optional[str], compiled: bool, model_version: str,
-               warmup_seconds: Optional[float], settings: Mapping[str, Any]) -> None:
-        """Say that `graph` is warm here, with what its warm-up cost (atomically)."""
+               warmup_seconds: Optional[float], settings: Mapping[str, Any], started_warm: bool = False) -> None:
+        """Say that `graph` is warm here, with what its warm-up cost (atomically): a run that
+        found the cache warm measured the warm warm-up (`warmup_seconds_warm`), one that
+        found it cold the cold one; a run too short to tell keeps what was known."""
         self.ensure()
         entries = self.manifest()
-        entries[graph] = {"goal": goal, "compiled": compiled, "model_version": model_version,
-                          "warmup_seconds": None if warmup_seconds is None else round(warmup_seconds, 2),
-                          "time": time.time(), "settings": dict(settings)}
+        entry = dict(entries.get(graph) or {})
+        entry.update({"goal": goal, "compiled": compiled, "model_version": model_version, "time": time.time(),
+                      "settings": dict(settings)})
+        if warmup_seconds is not None:
+            entry["warmup_seconds_warm" if started_warm else "warmup_seconds_cold"] = round(warmup_seconds, 2)
+        entries[graph] = entry
         atomic_write_json(self.folder / MANIFEST, {"version": MANIFEST_VERSION, "entries": entries},
                           indent=1, sort_keys=True)
 

@@ -89,12 +89,12 @@ def after_run(state: Optional[WarmStart], pipeline, stats: dict[str, Any], *, go
     if state.compiled:
         pipeline.models.compiled_calls[state.graph] = True
     if state.kernels != "user-managed":
-        previous = state.cache.entry(state.graph) or {}
         try:
+            # graphs already in this process: the first batch measured no warm-up worth recording
+            measured = None if state.graphs == "in-process" or state.models == "resident" else warmup
             state.cache.record(state.graph, goal=goal, compiled=state.compiled,
-                               model_version=pipeline.models.version,
-                               warmup_seconds=warmup if warmup is not None else previous.get("warmup_seconds"),
-                               settings=pipeline.settings.to_dict())
+                               model_version=pipeline.models.version, warmup_seconds=measured,
+                               settings=pipeline.settings.to_dict(), started_warm=state.kernels == "warm")
             if state.compiled and state.graphs == "cold":
                 state.cache.save_artifacts(state.graph)
         except OSError as error:  # a full or read-only cache disk never fails a finished job

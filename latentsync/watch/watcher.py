@@ -486,6 +486,11 @@ class Watcher:
             signals.enter_context(stop_on_signals(self._on_signal, stop=self._stop))
             self.journal = self._open_journal()
             self.rules.load_initial()
+            if self.executor is default_executor:
+                # models and compiled graphs stay loaded between clips: the rules' time facts know
+                from ..facts.timing import mark_resident
+
+                mark_resident()
             logger.info("watching {} -> {} ({}{})", self.inbox, self.outbox,
                         "poll every %gs" % self.config.poll if self.config.poll is not None else "inotify",
                         ", once" if once else "")

@@ -29,7 +29,7 @@ def warnings_seen():
 def warm_cache(tmp_path, key=KEY) -> CompileCache:
     cache = CompileCache(key, tmp_path)
     cache.record("g1", goal="quality", compiled=True, model_version="1.6", warmup_seconds=12.5,
-                 settings={"compile": "default"})
+                 settings={"compile": "default"}, started_warm=True)
     return cache
 
 
@@ -51,7 +51,7 @@ def test_the_same_key_finds_the_warm_entry_in_another_process_object(tmp_path, m
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     warm_cache(tmp_path)
     again = CompileCache(KEY, tmp_path)
-    assert again.is_warm("g1") and again.entry("g1")["warmup_seconds"] == 12.5
+    assert again.is_warm("g1") and again.entry("g1")["warmup_seconds_warm"] == 12.5
     assert again.warm_goals(compiled=True)["quality"]["model_version"] == "1.6"
     assert again.warm_goals(compiled=False) == {}
     assert json.loads((again.folder / "key.json").read_text())["torch"] == KEY.torch
