@@ -26,7 +26,7 @@ from ..errors import LatentSyncError
 from ..signals import signal_name, stop_on_signals
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_INVALID_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "watch", "batch", "fetch-weights", "example")
+COMMANDS = ("run", "watch", "batch", "fetch-weights", "example", "warmup")
 EXAMPLES = ("quickstart", "plan")  # the plans shipped in examples/ (and inside the wheel)
 
 EXIT_CODES_HELP = """\
@@ -331,6 +331,40 @@ def batch_sync_table(clips: Sequence[Any]) -> str:
 # --------------------------------------------------------------------------- fetch-weights
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    _setup_console_logging(args.verbose, through_tqdm=True)
+    from ..engine import load_ruleset
+    from ..errors import InvalidInputError
+    from ..warmup import WARMUP_GOALS, format_results, warm_up
+
+    goals = [g.strip() for g in args.goals.split(",") if g.strip()]
+    unknown = [g for g in goals if g not in WARMUP_GOALS]
+    if unknown or not goals:
+        raise InvalidInputError(f"--goals: unknown goal(s) {', '.join(unknown) or '(none given)'}",
+                                hint="choose from " + ", ".join(WARMUP_GOALS))
+    options = None
+    overrides = None
+    if args.tiny:
+        from ..bench.core import BenchmarkOptions
+
+        options = BenchmarkOptions.tiny()
+        overrides = {"steps": 2, "chunk_frames": 2, "frames_per_batch": 2}
+    progress = TqdmProgress("warmup", position=0)
+    try:
+        results = warm_up(args.weights, goals=tuple(goals),
+                          variants=(args.only,) if args.only else ("eager", "compiled"),
+                          ruleset=load_ruleset(Path(args.rules) if args.rules else None),
+                          benchmark_cache=args.benchmark_cache, options=options, overrides=overrides,
+                          progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(format_results(results))
+    return EXIT_OK if all(r.status != "failed" for r in results) else EXIT_JOB_FAILED
+
+
 def _cmd_fetch_weights(args: argparse.Namespace) -> int:
     _setup_console_logging(args.verbose)
     from ..weights import fetch_weights  # lazily: huggingface_hub is an optional extra
@@ -480,6 +514,26 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--rules", metavar="DIR", help="rules folder (default: the bundled rules/v1)")
     example.set_defaults(contact_sheet=False, benchmark_cache=None)
     common(example)
+
+    warmup = commands.add_parser(
+        "warmup", help="build this machine's kernel and compile caches for the plans it will run",
+        formatter_class=formatter, epilog=EXIT_CODES_HELP,
+        description=("Run each goal's plans (the eager plan a short clip gets, and the compiled plan a long one\n"
+                     "gets where the rules compile on this card) twice on a short in-memory clip, so Triton's\n"
+                     "kernels and torch.compile's graphs land in the keyed cache (~/.cache/latentsync-runner/\n"
+                     "compile/<card, torch and package versions>/). Later processes start warm, and the rules\n"
+                     "compile shorter clips once the cache is warm (latentsync-rules explain shows\n"
+                     "compile_saves_s_<goal>). A cold compile takes minutes per goal."))
+    warmup.add_argument("--weights", default="random", metavar="DIR",
+                        help="weights folder, or random (the official architecture; the shapes are what matter)")
+    warmup.add_argument("--goals", default="quality,balanced,preview", metavar="G[,G]",
+                        help="goals to warm (default quality,balanced,preview)")
+    warmup.add_argument("--only", choices=("eager", "compiled"), help="warm only these plans")
+    warmup.add_argument("--rules", metavar="DIR", help="rules folder (default: the bundled rules/v1)")
+    warmup.add_argument("--benchmark-cache", type=Path, metavar="FILE", help="measured timings from latentsync-bench")
+    warmup.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    warmup.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke runs: small clip, 2 steps
+    common(warmup)
     return parser
 
 
@@ -502,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INVALID_INPUT
     args = parser.parse_args(arguments)
     handlers = {"run": _cmd_run, "watch": _cmd_watch, "batch": _cmd_batch, "fetch-weights": _cmd_fetch_weights,
-                "example": _cmd_example}
+                "example": _cmd_example, "warmup": _cmd_warmup}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
