@@ -285,8 +285,9 @@ def main(argv=None) -> int:
                         key = (goal, seconds, json.dumps(overrides, sort_keys=True))
                         if args.prime != "none" and key not in primed:
                             if args.prime == "warmup":
-                                subprocess.run([sys.executable, "-m", "latentsync.cli.run", "warmup", str(plan)],
-                                               env=cache_env(folder), check=False, timeout=args.timeout)
+                                subprocess.run([sys.executable, "-m", "latentsync.cli.run", "warmup", "--goals", goal,
+                                                "--weights", args.weights], env=cache_env(folder), check=False,
+                                               timeout=args.timeout)
                             else:
                                 run_case(plan, cache_env(folder), False, args.workdir, args.timeout)
                             primed.add(key)

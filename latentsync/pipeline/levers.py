@@ -92,8 +92,14 @@ def run_scope(settings: RunSettings, device: torch.device, cache=None) -> Iterat
         torch.backends.cudnn.allow_tf32 = settings.tf32
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         if env:
-            cache.ensure()
-            os.environ.update(env)
+            try:
+                cache.ensure()
+            except OSError as error:  # a read-only or full cache disk costs speed, never the job
+                logger.warning("compile cache {} unusable ({}): kernels and graphs are not kept for the next "
+                               "process", cache.folder, error)
+                env_was = {}
+            else:
+                os.environ.update(env)
         yield
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,

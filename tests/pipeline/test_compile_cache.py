@@ -137,3 +137,20 @@ def test_torchs_own_default_folder_is_not_the_users_choice(tmp_path, monkeypatch
     assert not cache.user_managed()
     assert cache.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(cache.inductor_dir)
     assert cache.environment()["TRITON_CACHE_DIR"] == str(cache.triton_dir)
+
+
+def test_an_unusable_cache_folder_costs_speed_never_the_run(tmp_path, monkeypatch, warnings_seen):
+    from latentsync.pipeline import levers
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    cache = CompileCache.for_device("cpu")
+    with levers.run_scope(default_settings(), torch.device("cpu"), cache):
+        assert "TRITON_CACHE_DIR" not in __import__("os").environ
+    assert any("unusable" in w for w in warnings_seen)
+    assert not cache.is_warm("anything")  # reading an impossible folder is just cold
+    with pytest.raises(OSError):
+        cache.record("g", goal=None, compiled=False, model_version="1.6", warmup_seconds=None, settings={})
