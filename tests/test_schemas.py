@@ -50,7 +50,8 @@ def test_every_rules_file_validates():
     assert files
     for path in files:
         data = yaml.safe_load(path.read_text())
-        name = "gpu_profiles" if path.name == "gpu_profiles.yaml" else "rule_tests" if path.parent.name == "tests" else "rules"
+        data_files = {"gpu_profiles.yaml": "gpu_profiles", "time_model.yaml": "time_model"}
+        name = data_files.get(path.name) or ("rule_tests" if path.parent.name == "tests" else "rules")
         assert schema_errors(data, name) == [], path
 
 
