@@ -88,3 +88,20 @@ def test_a_front_end_marks_the_process_resident():
         assert timing.process_is_resident()
     finally:
         timing.mark_resident(False)
+
+
+def test_explain_cites_the_time_fact_behind_compile(tmp_path, capsys):
+    from latentsync.cli.rules import main as rules_main
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("video: clip.mp4\noutput: out.mp4\nweights: random\n")
+    assert rules_main(["explain", str(plan), "--assume-gpu", "h200-141gb", "--assume-model", "1.6",
+                       "--duration", "150", "--goal", "quality"]) == 0
+    out = capsys.readouterr().out
+    compile_row = next(line for line in out.splitlines() if line.startswith("compile "))
+    assert "default" in compile_row and "goals.compile-quality" in compile_row
+    assert "time: compile_saves_s_quality = 150 s x (4.26 - 3.18)" in out and "[cold]" in out
+    assert rules_main(["explain", str(plan), "--assume-gpu", "h200-141gb", "--assume-model", "1.6",
+                       "--duration", "60", "--goal", "quality"]) == 0
+    short = capsys.readouterr().out
+    assert next(line for line in short.splitlines() if line.startswith("compile ")).split()[1] == "off"

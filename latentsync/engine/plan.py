@@ -56,6 +56,8 @@ class RunPlan:
     goal: str
     notes: list[str] = field(default_factory=list)
     fired_rules: list[str] = field(default_factory=list)
+    # how the time facts of this plan's goal were computed (facts/timing.py); shown by explain
+    timing: list[str] = field(default_factory=list, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,9 @@ class RunPlan:
             lines.append("measured: " + ", ".join(f"{name} {value:g}" for name, value in measured)
                          + " (sync confidence lost against goal quality, latentsync-bench --quality)"
                          + (f"; auto's choice {choice} -> goal {self.goal}" if choice else ""))
+        if self.timing:
+            lines.append("")
+            lines.extend(f"time: {line}" for line in self.timing)
         if self.notes:
             lines.append("")
             lines.extend(f"note: {note}" for note in self.notes)
@@ -214,4 +219,9 @@ def resolve_plan(job: Any, facts: Facts, ruleset: Any) -> RunPlan:
     Raises RulesError when fired rules clash, PlanError when an override is invalid
     (both exit code 2).
     """
-    return resolve_flat(job, facts.flat(), ruleset, notes=list(facts.notes))
+    plan = resolve_flat(job, facts.flat(), ruleset, notes=list(facts.notes))
+    saving = facts.compile_savings().get(plan.goal)
+    if saving is not None:
+        plan.timing = [saving.explain() + f" (rules/{plan.rules_version}/time_model.yaml; resident process: "
+                       f"{'yes' if facts.warm.resident else 'no'})"]
+    return plan

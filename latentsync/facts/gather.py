@@ -80,11 +80,8 @@ def gather_facts(job: Any, ruleset: Any, *, benchmark_cache: Optional[Path] = No
 
     # an assumed card is not this machine's: its caches say nothing about that card
     warm = WarmFacts(resident=process_is_resident()) if profile_name is not None else probe_warm(model_version)
-    facts = Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host, model_version=model_version,
-                  warm=warm, time_model=getattr(ruleset, "time_model", {}) or {})
-    # say how the time facts came about: `latentsync-rules explain` prints the notes
-    timing = tuple(f"time: {saving.explain()}" for saving in facts.compile_savings().values())
-    return replace(facts, notes=facts.notes + timing) if timing else facts
+    return Facts(gpu=gpu, clip=clip, benchmark=bench, notes=tuple(notes), host=host, model_version=model_version,
+                 warm=warm, time_model=getattr(ruleset, "time_model", {}) or {})
 
 
 def _model_version(job: Any, notes: list[str]) -> str:
