@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentsync.jobs import JobSpec  # noqa: E402
 from latentsync.pipeline.clips import FileClipSource, VideoFileSink  # noqa: E402
+from latentsync.quality.psnr import lower_face_psnr  # noqa: E402  (the PSNR latentsync-bench --quality stores)
 from latentsync.runner import run_clip  # noqa: E402
 
 BASE = dict(
@@ -175,23 +176,6 @@ def make_clip(folder: Path, seconds: float, width: int, height: int) -> tuple[Pa
             writer.write(canvas)
     write_wav(audio, speech_like(seconds))
     return video, audio
-
-
-def lower_face_psnr(a_path: Path, b_path: Path) -> float:
-    import av
-
-    def frames(path):
-        with av.open(str(path)) as c:
-            for f in c.decode(video=0):
-                yield f.to_ndarray(format="rgb24")
-
-    errors = []
-    for a, b in zip(frames(a_path), frames(b_path)):
-        h, w = a.shape[:2]
-        region = (slice(int(h * 0.35), int(h * 0.85)), slice(int(w * 0.3), int(w * 0.7)))
-        errors.append(np.mean((a[region].astype(np.float64) - b[region].astype(np.float64)) ** 2))
-    mse = float(np.mean(errors))
-    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def main(argv=None):
