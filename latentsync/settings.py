@@ -39,6 +39,7 @@ class RunSettings:
     deepcache_branch: int
     compile: str
     cuda_graphs: bool
+    compile_scope: str
     frames_per_batch: int
     chunk_frames: int
     vae_slicing: bool
@@ -141,6 +142,10 @@ def contradictions(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     if values.get("cuda_graphs") is True and values.get("compile") == "off":
         found.append(("cuda_graphs", "cuda_graphs: true needs compile (CUDA graphs replay compiled code); "
                                      "set compile: default or cuda_graphs: false"))
+    if values.get("cuda_graphs") is True and values.get("compile_scope") == "blocks":
+        found.append(("compile_scope", "compile_scope: blocks cannot replay CUDA graphs (the denoising loop replays "
+                                       "one graph per compiled UNet call; blocks compiles each block on its own); "
+                                       "set compile_scope: whole or cuda_graphs: false"))
     chunk, batch = values.get("chunk_frames"), values.get("frames_per_batch")
     if isinstance(chunk, int) and isinstance(batch, int) and chunk > 0 and batch % chunk != 0:
         found.append(("frames_per_batch", f"frames_per_batch {batch} is not a multiple of chunk_frames {chunk}"))

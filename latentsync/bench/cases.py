@@ -18,7 +18,7 @@ from ..jobs import JobSpec
 # Settings that change the GPU work of a batch (device, face backend and seed do not).
 MEASURED_SETTINGS = (
     "precision", "resolution", "scheduler", "steps", "guidance_scale", "cfg_mode", "cfg_fraction", "uncond_audio_attention", "cfg_shared_prefix", "deepcache",
-    "deepcache_interval", "deepcache_branch", "compile", "cuda_graphs", "frames_per_batch", "chunk_frames",
+    "deepcache_interval", "deepcache_branch", "compile", "cuda_graphs", "compile_scope", "frames_per_batch", "chunk_frames",
     "vae_slicing", "vae_tiling", "vae_batch", "vae_decode_region", "reference_frames", "attention_backend", "temporal_attention_pack", "temporal_attention_kernel", "geglu_kernel", "channels_last",
 )
 # A clip with no upper bound on its class stands for it at this many times the lower bound.
@@ -74,7 +74,8 @@ def describe(settings: dict[str, Any]) -> str:
     if settings["deepcache"] and settings["deepcache_interval"] > 1:
         parts.append(f"dc{settings['deepcache_interval']}/{settings['deepcache_branch']}")
     if settings["compile"] != "off":
-        parts.append("compile-" + settings["compile"] + ("+graphs" if settings["cuda_graphs"] else ""))
+        parts.append("compile-" + settings["compile"] + ("+graphs" if settings["cuda_graphs"] else "")
+                     + ("+blocks" if settings.get("compile_scope") == "blocks" else ""))
     parts.append(f"b{settings['frames_per_batch']}")
     return "-".join(parts)
 

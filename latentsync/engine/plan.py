@@ -158,6 +158,7 @@ def _check_plan(settings: dict[str, Any], sources: dict[str, SettingSource], pol
 def _related(name: str) -> tuple[str, ...]:
     """The settings a contradiction about `name` involves (the user may have set any of them)."""
     return {"cuda_graphs": ("cuda_graphs", "compile"),
+            "compile_scope": ("compile_scope", "cuda_graphs"),
             "frames_per_batch": ("frames_per_batch", "chunk_frames")}.get(name, (name,))
 
 

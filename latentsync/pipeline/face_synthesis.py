@@ -124,7 +124,10 @@ def plain_kernels(module):
     once per new sequence length or row count) and cuDNN's heuristics instead of timing every
     convolution algorithm for the new shapes (`cudnn_benchmark`). Measured on an H200 with the
     Triton kernels and cuDNN timing left on: the 20 calls of one 4-frame tail cost 5.5 s of
-    GPU time in a 6.5 s clip, most of it these one-off costs. Everything is put back after."""
+    GPU time in a 6.5 s clip, most of it these one-off costs. Blocks compiled in place
+    (`compile_scope: blocks`) run eagerly too (`torch.compiler.set_stance`), as a wholly
+    compiled UNet's short chunks run its eager module: no compile for a one-off shape.
+    Everything is put back after."""
     from ..models.motion_module import TemporalAttention
     from ..models.unet_blocks import GEGLU
 
@@ -138,7 +141,8 @@ def plain_kernels(module):
         for m, _ in geglu:
             m.fused = None
         torch.backends.cudnn.benchmark = False
-        yield
+        with torch.compiler.set_stance("force_eager"):
+            yield
     finally:
         for m, op in attention:
             m.short_attention = op

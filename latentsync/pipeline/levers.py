@@ -140,7 +140,9 @@ def needs_fresh_models(models, settings: RunSettings) -> bool:
 
 def prepare_unet(models, settings: RunSettings, warnings: list[str]):
     """The UNet as this run calls it: attention backend, temporal packing and kernels,
-    memory format, torch.compile (cached on the models)."""
+    memory format, torch.compile (cached on the models): of the whole module (a compiled
+    wrapper is returned) or, with `compile_scope: blocks`, of each repeated block in place
+    (the UNet module itself is returned)."""
     unet = models.unet
     unet.set_attention_backend(settings.attention_backend)
     unet.set_temporal_attention_packing(settings.temporal_attention_pack)
@@ -151,13 +153,70 @@ def prepare_unet(models, settings: RunSettings, warnings: list[str]):
     unet.to(memory_format=_memory_format(fmt))
     models.memory_format = fmt
     mode = torch_compile_mode(settings)
-    if mode is None:
+    blocks = mode is not None and settings.compile_scope == "blocks"
+    _compile_unet_blocks(models, unet, mode if blocks else None, fmt)
+    if mode is None or blocks:
         return unet
     key = ("unet", mode, fmt)
     if key not in models.compiled:
         logger.info("compiling the UNet with torch.compile(mode={!r}); the first chunk is slow", mode)
         models.compiled[key] = torch.compile(unet, mode=mode, dynamic=False)
     return models.compiled[key]
+
+
+def unet_blocks(unet) -> list[torch.nn.Module]:
+    """The repeated blocks `compile_scope: blocks` compiles in place: every ResNet block,
+    spatial transformer and motion module of the down, mid and up blocks (what those
+    blocks call, in order). The glue between them (input and output convolutions, time
+    embedding, down- and upsamplers, skip concatenations) stays eager."""
+    parts: list[torch.nn.Module] = []
+    for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks):
+        for name in ("resnets", "attentions", "motion_modules"):
+            parts.extend(getattr(block, name, None) or ())
+    return parts
+
+
+# torch.compile's limit on graphs per code object, per compiled block: blocks of one class
+# share their `forward`, and each of its input shapes (channels, resolution, CFG's batch)
+# is one graph. Past the limit dynamo runs the block eagerly, with one warning.
+GRAPHS_PER_BLOCK = 8
+
+
+def _compile_unet_blocks(models, unet, mode: Optional[str], fmt: str) -> None:
+    """`compile_scope: blocks`: each of `unet_blocks` compiled in place (`Module.compile`),
+    or back to eager (`mode` None). Blocks of a class share one `forward`, so torch
+    compiles each distinct input shape once, not once per block. The compiled calls
+    belong to the models (key ("unet-blocks", mode, fmt)) and are put back, not compiled
+    again, when a later plan asks for them."""
+    wanted = None if mode is None else (mode, fmt)
+    parts = unet_blocks(unet)
+    stale = [index for index, part in enumerate(parts) if getattr(part, "_latentsync_compiled", None) != wanted]
+    if wanted is None:
+        for index in stale:
+            parts[index]._compiled_call_impl = None  # back to eager; the compiled calls stay in models.compiled
+            parts[index]._latentsync_compiled = None
+        return
+    key = ("unet-blocks", mode, fmt)
+    kept = models.compiled.get(key)
+    if kept is None and stale:
+        counts: dict[str, int] = {}
+        for part in parts:
+            counts[type(part).__name__] = counts.get(type(part).__name__, 0) + 1
+        from torch._dynamo import config as dynamo
+
+        # raised for the process, never lowered: compiled blocks may meet new shapes in any later run
+        dynamo.recompile_limit = max(dynamo.recompile_limit,
+                                     min(GRAPHS_PER_BLOCK * max(counts.values()), dynamo.accumulated_recompile_limit))
+        logger.info("compiling the UNet's {} blocks ({}) in place with torch.compile(mode={!r}); the first chunk "
+                    "is slow", len(parts), ", ".join(f"{n} {name}" for name, n in counts.items()), mode)
+    for index in stale:
+        part = parts[index]
+        if kept is not None:
+            part._compiled_call_impl = kept[index]
+        else:
+            part.compile(mode=mode, dynamic=False)
+        part._latentsync_compiled = wanted
+    models.compiled[key] = tuple(part._compiled_call_impl for part in parts)
 
 
 def prepare_vae(models, settings: RunSettings) -> VaeOptions:

@@ -111,7 +111,9 @@ def test_user_override_wins_and_is_explained(ruleset):
 
 @pytest.mark.parametrize("overrides, field", [({"stepz": 3}, "overrides.stepz"),
                                                ({"steps": 0}, "overrides.steps"),
-                                               ({"frames_per_batch": 20}, "overrides.frames_per_batch")])
+                                               ({"frames_per_batch": 20}, "overrides.frames_per_batch"),
+                                               ({"compile": "default", "cuda_graphs": True, "compile_scope": "blocks"},
+                                                "overrides.compile_scope")])
 def test_bad_override_is_a_plan_error(ruleset, overrides, field):
     with pytest.raises(PlanError) as caught:
         resolve_plan(job(overrides=overrides), facts_for(ruleset, "rtx4090-24gb", 3), ruleset)
