@@ -141,7 +141,9 @@ def plain_kernels(module):
         for m, _ in geglu:
             m.fused = None
         torch.backends.cudnn.benchmark = False
-        with torch.compiler.set_stance("force_eager"):
+        # the stance is torch-global: only take it when this UNet has blocks compiled in place
+        compiled_blocks = any(getattr(m, "_latentsync_compiled", None) for m in modules)
+        with torch.compiler.set_stance("force_eager") if compiled_blocks else contextlib.nullcontext():
             yield
     finally:
         for m, op in attention:
