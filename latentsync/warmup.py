@@ -82,7 +82,6 @@ def warm_up(weights: str, *, goals=WARMUP_GOALS, variants=("eager", "compiled"),
             progress("plans", index, len(todo))
         logger.info("warming {} ({}): compile={}, batch {}", goal, variant, plan.settings.compile,
                     plan.settings.frames_per_batch)
-        plan = replace(plan, fallbacks=list(plan.fallbacks))
         try:
             first = run_bench_clip(plan, weights, options)
             second = run_bench_clip(plan, weights, options)

@@ -165,6 +165,19 @@ def cache_problem(path: Path) -> Optional[str]:
     return f"not a latentsync-runner benchmark cache ({problems[0]})" if problems else None
 
 
+def open_cache_path(cache_path=None) -> tuple[Path, list[str]]:
+    """The benchmark cache's path (default: the user's) and the report's notes about it: a cache
+    that cannot be used is said once, ignored, and rebuilt by the write."""
+    path = Path(cache_path).expanduser() if cache_path is not None else default_benchmark_cache()
+    notes: list[str] = []
+    problem = cache_problem(path)
+    if problem:
+        message = f"benchmark cache {path} is {problem}: ignored, it will be rebuilt"
+        logger.warning(message)
+        notes.append(message)
+    return path, notes
+
+
 def _same_card(key: dict[str, Any], gpu: GpuFacts) -> bool:
     if key.get("gpu_uuid") and gpu.uuid:
         return key["gpu_uuid"] == gpu.uuid
@@ -490,13 +503,7 @@ def run_benchmark(mode: str = "quick", *, clear: bool = False, cache_path=None, 
         raise InvalidInputError(f"benchmark mode must be one of {', '.join(MODES)}, got {mode!r}")
     options = options or BenchmarkOptions()
     started = time.perf_counter()
-    path = Path(cache_path).expanduser() if cache_path is not None else default_benchmark_cache()
-    notes: list[str] = []
-    problem = cache_problem(path)
-    if problem:
-        message = f"benchmark cache {path} is {problem}: ignored, it will be rebuilt"
-        logger.warning(message)
-        notes.append(message)
+    path, notes = open_cache_path(cache_path)
 
     gpu = probe_gpu()
     if gpu.device != "cuda":

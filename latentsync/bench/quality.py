@@ -32,12 +32,12 @@ from typing import Any, Optional
 from loguru import logger
 
 from ..errors import CheckpointError, InvalidInputError, LatentSyncError, MediaError
-from ..facts.benchmark import (benchmark_key, default_benchmark_cache, read_benchmark_cache,
+from ..facts.benchmark import (benchmark_key, read_benchmark_cache,
                                update_benchmark_cache)
 from ..facts.gpu import GpuFacts, probe_gpu
 from ..jobs import JobSpec, ProgressCallback
 from .cases import describe
-from .core import BenchmarkOptions, _Progress, _shrink, cache_problem
+from .core import BenchmarkOptions, _Progress, _shrink, cache_problem, open_cache_path
 
 QUALITY_GOALS = ("quality", "balanced", "preview")  # the reference first: the others are compared with it
 REFERENCE_GOAL = "quality"
@@ -276,13 +276,7 @@ def run_quality_benchmark(clip: str | Path, *, audio: str | Path | None = None, 
     started = time.perf_counter()
     clip_path, audio_path, scorer_weights = check_quality_inputs(clip, audio, weights)
     weights = str(weights)
-    path = Path(cache_path).expanduser() if cache_path is not None else default_benchmark_cache()
-    notes: list[str] = []
-    problem = cache_problem(path)
-    if problem:
-        message = f"benchmark cache {path} is {problem}: ignored, it will be rebuilt"
-        logger.warning(message)
-        notes.append(message)
+    path, notes = open_cache_path(cache_path)
     gpu = probe_gpu()
     if gpu.device != "cuda":
         notes.append("no CUDA GPU: measured on the CPU; the rules ignore CPU entries, so auto does not use these")

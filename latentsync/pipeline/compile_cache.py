@@ -24,13 +24,14 @@ theirs, and this module does not claim to know whether it is warm).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from loguru import logger
 
@@ -240,6 +241,33 @@ class CompileCache:
 
     def user_managed(self) -> bool:
         return user_set("TORCHINDUCTOR_CACHE_DIR") or user_set("TRITON_CACHE_DIR")
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[bool]:
+        """Point inductor and Triton at this key's folders (made if missing) for the block and
+        put the variables back after it. Yields False, with a warning, when the folders cannot
+        be made (a read-only or full cache disk costs speed, never the run)."""
+        env = self.environment()
+        if not env:
+            yield True
+            return
+        try:
+            self.ensure()
+        except OSError as error:
+            logger.warning("compile cache {} unusable ({}): kernels and graphs are not kept for the next process",
+                           self.folder, error)
+            yield False
+            return
+        before = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            yield True
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _torch_default_inductor_dir() -> Optional[str]:

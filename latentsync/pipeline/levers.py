@@ -84,31 +84,16 @@ def run_scope(settings: RunSettings, device: torch.device, cache=None) -> Iterat
     """
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.backends.cudnn.benchmark)
-    env = cache.environment() if cache is not None else {}
-    env_was = {name: os.environ.get(name) for name in env}
     try:
         # set on every device (they only matter on CUDA), so a run is the same code everywhere
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-        if env:
-            try:
-                cache.ensure()
-            except OSError as error:  # a read-only or full cache disk costs speed, never the job
-                logger.warning("compile cache {} unusable ({}): kernels and graphs are not kept for the next "
-                               "process", cache.folder, error)
-                env_was = {}
-            else:
-                os.environ.update(env)
-        yield
+        with cache.in_use() if cache is not None else contextlib.nullcontext():
+            yield
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
-        for name, value in env_was.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def apply_unet_kernels(unet, settings: RunSettings, warnings: list[str]) -> None:

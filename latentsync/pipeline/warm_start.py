@@ -56,19 +56,8 @@ def before_run(pipeline, *, models_resident: bool) -> Optional[WarmStart]:
                       models="resident" if models_resident else "loaded")
     marker = (str(cache.folder), pipeline.graph_key)
     if compiled and not user and graphs != "in-process" and marker not in _loaded_artifacts:
-        with_env = cache.environment()
-        import os
-
-        before = {k: os.environ.get(k) for k in with_env}
-        os.environ.update(with_env)
-        try:
-            state.artifacts_loaded = cache.load_artifacts(pipeline.graph_key)
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with cache.in_use() as usable:
+            state.artifacts_loaded = usable and cache.load_artifacts(pipeline.graph_key)
         if state.artifacts_loaded:
             _loaded_artifacts.add(marker)
     return state
