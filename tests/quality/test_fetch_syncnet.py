@@ -2,8 +2,6 @@
 SyncNet (`auxiliary/syncnet_v2.model`), and they load."""
 from __future__ import annotations
 
-import fnmatch
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from latentsync.models.stable_syncnet import StableSyncNet, seeded_initialisatio
 from latentsync.models.syncnet_v2 import seeded_state_dict
 from latentsync.quality import SyncScorer
 from latentsync.quality.lse import LseScorer
+from latentsync.testing.fake_hub import fake_snapshot_download
 
 
 def _fake_hub(root: Path, *, with_syncnet: bool, syncnet_v2_in: str | None = "1.5") -> dict[str, Path]:
@@ -37,23 +36,9 @@ def _fake_hub(root: Path, *, with_syncnet: bool, syncnet_v2_in: str | None = "1.
     return {weights_mod.HUB_REPOS["1.6"]: lipsync, weights_mod.HUB_VAE_REPO: vae, weights_mod.HUB_REPOS["1.5"]: older}
 
 
-def _download_from(hub):
-    def download(repo_id, local_dir, allow_patterns):
-        source = hub[repo_id]
-        for path in source.rglob("*"):
-            rel = path.relative_to(source).as_posix()
-            if path.is_file() and any(fnmatch.fnmatch(rel, pattern) for pattern in allow_patterns):
-                target = Path(local_dir) / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, target)
-        return local_dir
-
-    return download
-
-
 def test_fetch_weights_fetches_the_syncnet_and_it_loads(tmp_path):
     hub = _fake_hub(tmp_path / "hub", with_syncnet=True)
-    dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=_download_from(hub))
+    dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=fake_snapshot_download(hub))
     assert (dest / "stable_syncnet.pt").is_file()
     assert not (dest / "README.md").exists()
     scorer = SyncScorer.from_weights(dest, config="small")
@@ -70,7 +55,7 @@ def test_a_hub_without_the_syncnet_still_fetches_the_runner_weights(tmp_path):
     handler = logger.add(lambda message: messages.append(str(message)), level="WARNING")
     try:
         hub = _fake_hub(tmp_path / "hub", with_syncnet=False)
-        dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=_download_from(hub))
+        dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=fake_snapshot_download(hub))
     finally:
         logger.remove(handler)
     assert (dest / "latentsync_unet.pt").is_file() and not (dest / "stable_syncnet.pt").exists()
@@ -81,7 +66,7 @@ def test_a_hub_without_the_syncnet_still_fetches_the_runner_weights(tmp_path):
 def test_fetch_weights_fetches_syncnet_v2_and_it_loads(tmp_path, where):
     """From the version's repository when it has it, else from 1.5's (upstream's default source)."""
     hub = _fake_hub(tmp_path / "hub", with_syncnet=True, syncnet_v2_in=where)
-    dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=_download_from(hub))
+    dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=fake_snapshot_download(hub))
     assert (dest / "auxiliary" / "syncnet_v2.model").is_file()
     scorer = LseScorer.from_weights(dest)
     assert scorer.name == "syncnet_v2.model" and not scorer.random_weights
@@ -95,7 +80,7 @@ def test_a_hub_without_syncnet_v2_warns_and_still_fetches(tmp_path):
     handler = logger.add(lambda message: messages.append(str(message)), level="WARNING")
     try:
         hub = _fake_hub(tmp_path / "hub", with_syncnet=True, syncnet_v2_in=None)
-        dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=_download_from(hub))
+        dest = weights_mod.fetch_weights(tmp_path / "weights", snapshot_download=fake_snapshot_download(hub))
     finally:
         logger.remove(handler)
     assert (dest / "stable_syncnet.pt").is_file() and not (dest / "auxiliary").exists()

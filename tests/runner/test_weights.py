@@ -10,6 +10,7 @@ from latentsync.errors import CheckpointError
 from latentsync.models.unet3d import UNet3DConditionModel, builtin_unet_config, randomize_zero_initialized
 from latentsync.models.whisper_encoder import random_whisper_encoder
 from latentsync.pipeline.vae import build_random_vae
+from latentsync.testing.fake_hub import fake_snapshot_download
 
 
 def make_fake_hub(root: Path) -> dict[str, Path]:
@@ -25,22 +26,6 @@ def make_fake_hub(root: Path) -> dict[str, Path]:
     (lipsync / "README.md").write_text("not wanted\n")
     build_random_vae("small").save_pretrained(vae_repo, safe_serialization=True)
     return {weights_mod.HUB_REPOS["1.6"]: lipsync, weights_mod.HUB_VAE_REPO: vae_repo}
-
-
-def fake_snapshot_download(hub):
-    import fnmatch
-
-    def download(repo_id, local_dir, allow_patterns):
-        source = hub[repo_id]
-        for path in source.rglob("*"):
-            rel = path.relative_to(source).as_posix()
-            if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
-                target = Path(local_dir) / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, target)
-        return local_dir
-
-    return download
 
 
 @pytest.fixture
