@@ -145,9 +145,19 @@ def child(plan: Path, out: Path, trace: bool) -> int:
     try:
         import torch._dynamo.utils as dynamo_utils
 
-        record["dynamo_compile_times"] = dynamo_utils.compile_times(repr="str")[:2000]
-    except Exception:  # noqa: BLE001 — optional diagnostics
-        pass
+        # per phase, summed over every compiled frame: where a compiled warm-up goes
+        # (dynamo's tracing, AOTAutograd, inductor: codegen or loading from its cache)
+        times = dynamo_utils.compile_times(repr="csv")
+        names, values = times if isinstance(times, tuple) else ([], [])
+        seconds = {}
+        for name, text in zip(names, values):
+            numbers = [float(v) for v in str(text).split(",") if v.strip()]
+            seconds[str(name)] = {"calls": len(numbers), "seconds": round(sum(numbers), 3)}
+        record["dynamo_compile_seconds"] = seconds
+        record["compile_counters"] = {group: dict(counts) for group, counts in dynamo_utils.counters.items()
+                                      if group in ("inductor", "aot_autograd", "stats", "frames", "graph_break")}
+    except Exception as exc:  # noqa: BLE001 — optional diagnostics
+        record["dynamo_compile_error"] = repr(exc)
     if "calls" in record:
         record["first_call_excess_s"] = first_call_excess(record["calls"])
         record["calls"] = record["calls"][:400]
@@ -291,14 +301,17 @@ def main(argv=None) -> int:
                             else:
                                 run_case(plan, cache_env(folder), False, args.workdir, args.timeout)
                             primed.add(key)
+                    was_empty = not any(folder.iterdir()) if folder.exists() else True
                     row = run_case(plan, cache_env(folder), args.trace, args.workdir, args.timeout)
+                    row["cache_folder_was_empty"] = was_empty  # `--caches warm --prime none` on a new folder: cold
                     if caches == "cold":
                         shutil.rmtree(folder, ignore_errors=True)
                     row.update(seconds=seconds, goal=goal, caches=caches, overrides=overrides)
                     row["breakdown"] = breakdown(row)
                     rows.append(row)
                     b = row["breakdown"]
-                    print(f"{goal:8s} {seconds:5g}s {caches:4s} {json.dumps(overrides):40s} wall {row['wall_s']:7.1f} s"
+                    state = caches if caches == "cold" or not was_empty else "warm folder, empty: cold"
+                    print(f"{goal:8s} {seconds:5g}s {state:4s} {json.dumps(overrides):40s} wall {row['wall_s']:7.1f} s"
                           f"  imports {b['interpreter_and_imports_s']:5.1f}  load {b['load_models_s']:5.1f}"
                           f"  first batch {b['first_batch_s']}  excess {b['first_batch_excess_s']}"
                           f"  triton {b['triton_jit_s']}  exit {row['exit_code']}", flush=True)

@@ -48,11 +48,14 @@ def write_folder(folder: Path, version: str) -> Path:
     return folder
 
 
-def child(weights: str, device: str) -> None:
+def child(weights: str, device: str, cast_on: str) -> None:
     started = time.perf_counter()
     import torch
 
+    import latentsync.weights
     from latentsync.weights import load_models
+
+    latentsync.weights.LOAD_CAST_ON = cast_on
 
     imported = time.perf_counter()
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -65,11 +68,14 @@ def child(weights: str, device: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=2, metavar=("WEIGHTS", "DEVICE"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("WEIGHTS", "DEVICE", "CAST_ON"), help=argparse.SUPPRESS)
     parser.add_argument("--version", default="1.6", choices=("1.5", "1.6", "small"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--folder", type=Path, default=None, help="official-layout folder to write/reuse")
+    parser.add_argument("--cast-on", default="device,host",
+                        help="where weights change dtype: device (copy, then cast there), host (cast, then copy)")
+    parser.add_argument("--no-random", action="store_true", help="skip the random-weight rows")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.child:
@@ -82,12 +88,15 @@ def main(argv=None) -> int:
     print(f"official-layout folder {folder}: {size / 2**30:.2f} GiB (written in {time.perf_counter() - started:.1f} s)")
     random_name = {"1.6": "random", "1.5": "random-1.5", "small": "random-small"}[args.version]
     rows = []
-    for label, weights in (("checkpoint folder (mmap, meta device)", str(folder)), ("random weights", random_name)):
+    cases = [(f"checkpoint folder, cast on {cast}", str(folder), cast) for cast in args.cast_on.split(",")]
+    if not args.no_random:
+        cases.append(("random weights", random_name, "device"))
+    for label, weights, cast in cases:
         for rep in range(args.reps):
-            out = subprocess.run([sys.executable, __file__, "--child", weights, args.device], capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run([sys.executable, __file__, "--child", weights, args.device, cast],
+                                 capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"weights": label, "rep": rep, **result})
+            rows.append({"weights": label, "cast_on": cast, "rep": rep, **result})
             print(f"{label:40s} rep {rep}: imports {result['imports_s']:6.2f} s  load {result['load_s']:6.2f} s",
                   flush=True)
     if args.json:

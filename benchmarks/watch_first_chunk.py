@@ -3,8 +3,9 @@
 Three copies of a clip (with speech) go into INBOX; `latentsync-run watch --once` (the
 `Watcher` with its default executor, `runner.run_job`) processes them one after the other
 in this process. A wrapper around the executor records when each job is handed over
-(the claim is done) and when its pipeline reports the first finished chunk (the first
-`frames` progress callback). The first clip pays imports, model load and kernel warm-up;
+(the claim is done), when the UNet is first called for it (its first chunk starts on the
+device: a global forward pre-hook) and when its pipeline reports the first finished chunk (the
+first `frames` progress callback). The first clip pays imports, model load and kernel warm-up;
 the later ones run on the resident models (the job reports say `warm.models: resident`).
 
     python benchmarks/watch_first_chunk.py --weights random-small --json r.json        # CPU, CI-sized
@@ -49,8 +50,21 @@ def main(argv=None) -> int:
         shutil.copy(audio, inbox / f"clip{i}.wav")
     rows: list[dict] = []
 
+    import torch
+
+    current: dict = {}
+
+    def unet_started(module, args, kwargs=None):
+        row = current.get("row")
+        if row is not None and row["first_unet_call"] is None and type(module).__name__ == "UNet3DConditionModel":
+            row["first_unet_call"] = time.perf_counter()
+
+    torch.nn.modules.module.register_module_forward_pre_hook(unet_started)
+
     def timed_executor(spec, **kwargs):
-        row = {"clip": Path(str(spec.video)).name, "claimed": time.perf_counter(), "first_chunk": None}
+        row = {"clip": Path(str(spec.video)).name, "claimed": time.perf_counter(), "first_chunk": None,
+               "first_unet_call": None}
+        current["row"] = row
         inner = kwargs.get("progress")
 
         def progress(stage, done, total):
@@ -75,11 +89,12 @@ def main(argv=None) -> int:
     results = []
     for row in rows:
         first = None if row["first_chunk"] is None else round(row["first_chunk"] - row["claimed"], 3)
-        results.append({"clip": row["clip"], "claim_to_first_chunk_s": first,
+        start = None if row["first_unet_call"] is None else round(row["first_unet_call"] - row["claimed"], 3)
+        results.append({"clip": row["clip"], "claim_to_first_chunk_start_s": start, "claim_to_first_chunk_s": first,
                         "claim_to_output_s": round(row["finished"] - row["claimed"], 3),
                         "load_models_s": row["load_models_s"], "models": row["warm"].get("models"),
                         "kernel_cache": row["warm"].get("kernel_cache")})
-        print(f"{row['clip']:10s} claim -> first chunk {first} s, -> output "
+        print(f"{row['clip']:10s} claim -> first chunk starts {start} s, done {first} s, -> output "
               f"{results[-1]['claim_to_output_s']} s, load {row['load_models_s']} s, models {results[-1]['models']}",
               flush=True)
     if args.json:

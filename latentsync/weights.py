@@ -289,6 +289,31 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
+# Where a model's weights change dtype when they also change device: "device" copies each
+# tensor as it is and casts it on the target (a GPU casts 1.3 G weights in milliseconds),
+# "host" is torch's blocking `.to(device, dtype)`, which casts on the CPU first. The
+# official UNet checkpoint is float32 and runs in fp16 on GPUs (benchmarks/model_load.py
+# times both: docs/performance.md, "Time to result").
+LOAD_CAST_ON = "device"
+
+
+def place_module(module, device, dtype, *, cast_on: Optional[str] = None):
+    """`module` on `device` in `dtype` (floating-point tensors only), tensor by tensor: the
+    extra memory at any moment is one tensor, whichever side casts."""
+    import torch
+
+    target = torch.device(device)
+    if (cast_on or LOAD_CAST_ON) == "host":
+        # nn.Module.to, not ModelMixin.to: diffusers' logs a spurious "keep in float32: []" warning
+        return torch.nn.Module.to(module, device=target, dtype=dtype)
+
+    def convert(tensor):
+        moved = tensor if tensor.device == target else tensor.to(target)
+        return moved.to(dtype) if moved.is_floating_point() and moved.dtype != dtype else moved
+
+    return module._apply(convert)
+
+
 def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
     import torch
 
@@ -321,11 +346,10 @@ def _load(weights: str, *, device, dtype, seed) -> LipSyncModels:
         vae = load_vae(folder / VAE_DIR)
         audio_encoder = load_whisper_encoder(folder / WHISPER_FILE)
         random = False
-    unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    # nn.Module.to: diffusers' ModelMixin.to logs a spurious "keep in float32: []" warning.
-    vae = torch.nn.Module.to(vae, device=device, dtype=dtype).eval().requires_grad_(False)
+    unet = place_module(unet, device, dtype).eval().requires_grad_(False)
+    vae = place_module(vae, device, dtype).eval().requires_grad_(False)
     # Whisper runs once per clip; fp32 keeps its features faithful at negligible cost.
-    audio_encoder = audio_encoder.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    audio_encoder = place_module(audio_encoder, device, torch.float32).eval().requires_grad_(False)
     return LipSyncModels(
         unet=unet,
         vae=vae,

@@ -83,3 +83,43 @@ def test_random_weights_are_explicit_and_loud(caplog):
         weights_mod.clear_model_cache()
     assert models.random
     assert any("NOT lip-synced" in str(m) for m in messages)
+
+
+@pytest.mark.parametrize("cast_on", ["device", "host"])
+def test_place_module_casts_floats_only_and_keeps_values(cast_on):
+    """Both load paths (copy-then-cast on the target, torch's cast-then-copy) give the same
+    module: floating-point tensors in the new dtype with the same values, integer buffers
+    untouched."""
+    import torch
+
+    from latentsync.weights import place_module
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(8, 4)
+    module.register_buffer("positions", torch.arange(5))
+    expected = module.weight.detach().to(torch.bfloat16).clone()
+    placed = place_module(module, "cpu", torch.bfloat16, cast_on=cast_on)
+    assert placed.weight.dtype == torch.bfloat16 and placed.bias.dtype == torch.bfloat16
+    assert torch.equal(placed.weight.detach(), expected)
+    assert placed.positions.dtype == torch.int64 and torch.equal(placed.positions, torch.arange(5))
+
+
+def test_place_module_on_device_casts_after_the_copy(monkeypatch):
+    """cast_on=device copies each tensor as it is and casts it on the target: the copy sees
+    the source dtype (on a GPU the cast is then free); cast_on=host hands torch both at once."""
+    import torch
+
+    from latentsync.weights import place_module
+
+    seen = []
+    real_to = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.dtype, args, tuple(sorted(kwargs))))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    place_module(torch.nn.Linear(2, 2), "meta", torch.float16, cast_on="device")
+    device_calls = list(seen)
+    assert device_calls and all(len(args) == 1 for _, args, _ in device_calls)
+    assert {dtype for dtype, args, _ in device_calls if args[0] == torch.float16} == {torch.float32}
