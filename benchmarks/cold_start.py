@@ -65,23 +65,34 @@ def _install_trace(record: dict) -> None:
                 return list(value.shape)
         return []
 
-    def pre(module, args, kwargs=None):
-        name = TRACED.get(type(module).__name__)
-        if name is None:
-            return None
+    # The timing itself runs outside dynamo: a compiled model's hooks are traced with it, and
+    # synchronize/perf_counter/list.append each broke the graph there (H200, compiled quality,
+    # warm cache: 28 graph breaks, warm-up 41.7 s traced against 31.4 s untraced). Now one
+    # break at each end of a traced model's call; compare compiled warm-ups untraced.
+    @torch.compiler.disable
+    def start(module):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         open_calls[id(module)] = time.perf_counter()
-        return None
 
-    def post(module, args, output):
-        name = TRACED.get(type(module).__name__)
-        if name is None or id(module) not in open_calls:
-            return None
+    @torch.compiler.disable
+    def stop(module, name, args):
+        if id(module) not in open_calls:
+            return
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         calls.append({"module": name, "shape": shape_of(args, {}),
                       "seconds": round(time.perf_counter() - open_calls.pop(id(module)), 5)})
+
+    def pre(module, args, kwargs=None):
+        if TRACED.get(type(module).__name__) is not None:
+            start(module)
+        return None
+
+    def post(module, args, output):
+        name = TRACED.get(type(module).__name__)
+        if name is not None:
+            stop(module, name, args)
         return None
 
     torch.nn.modules.module.register_module_forward_pre_hook(pre)

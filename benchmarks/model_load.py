@@ -53,17 +53,27 @@ def child(weights: str, device: str, cast_on: str) -> None:
     import torch
 
     import latentsync.weights
+    # the loader imports these on first use (diffusers among them: seconds on some hosts);
+    # a `latentsync-run` process has imported them before it loads, so they are not "load"
+    import latentsync.models.unet3d  # noqa: F401
+    import latentsync.models.unet_loading  # noqa: F401
+    import latentsync.models.whisper_encoder  # noqa: F401
+    import latentsync.pipeline.vae  # noqa: F401
     from latentsync.weights import load_models
 
     latentsync.weights.LOAD_CAST_ON = cast_on
-
     imported = time.perf_counter()
+    if device == "cuda":
+        torch.zeros(1, device=device)  # the CUDA context: paid once per process, whatever loads
+        torch.cuda.synchronize()
+    ready = time.perf_counter()
     dtype = torch.float16 if device == "cuda" else torch.float32
     load_models(weights, device=device, dtype=dtype)
     if device == "cuda":
         torch.cuda.synchronize()
     done = time.perf_counter()
-    print(json.dumps({"imports_s": round(imported - started, 3), "load_s": round(done - imported, 3)}))
+    print(json.dumps({"imports_s": round(imported - started, 3), "device_init_s": round(ready - imported, 3),
+                      "load_s": round(done - ready, 3)}))
 
 
 def main(argv=None) -> int:
@@ -97,7 +107,8 @@ def main(argv=None) -> int:
                                  capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append({"weights": label, "cast_on": cast, "rep": rep, **result})
-            print(f"{label:40s} rep {rep}: imports {result['imports_s']:6.2f} s  load {result['load_s']:6.2f} s",
+            print(f"{label:40s} rep {rep}: imports {result['imports_s']:6.2f} s  device init "
+                  f"{result['device_init_s']:5.2f} s  load {result['load_s']:6.2f} s",
                   flush=True)
     if args.json:
         import torch
