@@ -331,12 +331,9 @@ def main(argv=None) -> int:
                     if row["exit_code"] != 0:
                         print(row.get("stderr_tail", ""), flush=True)
     if args.json:
-        import torch
+        from benchmarks.results import write_results
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_results(args.json, rows)
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 

@@ -111,13 +111,9 @@ def main(argv=None) -> int:
                   f"{result['device_init_s']:5.2f} s  load {result['load_s']:6.2f} s",
                   flush=True)
     if args.json:
-        import torch
+        from benchmarks.results import write_results
 
-        meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
-                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                "version": args.version, "folder_gib": round(size / 2**30, 3)}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_results(args.json, rows, device=args.device, version=args.version, folder_gib=round(size / 2**30, 3))
     return 0
 
 

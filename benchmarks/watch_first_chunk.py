@@ -14,7 +14,6 @@ the later ones run on the resident models (the job reports say `warm.models: res
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -98,14 +97,11 @@ def main(argv=None) -> int:
               f"{results[-1]['claim_to_output_s']} s, load {row['load_models_s']} s, models {results[-1]['models']}",
               flush=True)
     if args.json:
-        import torch
+        from benchmarks.results import write_results
 
-        meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "weights": args.weights,
-                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                "clip": {"seconds": args.seconds, "width": args.width, "height": args.height}, "goal": args.goal,
-                "wall_s": round(time.perf_counter() - started, 2)}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "rows": results}, indent=1))
+        write_results(args.json, results, weights=args.weights, goal=args.goal,
+                      clip={"seconds": args.seconds, "width": args.width, "height": args.height},
+                      wall_s=round(time.perf_counter() - started, 2))
     return 0 if len(rows) == args.clips else 1
 
 
